@@ -1,0 +1,71 @@
+"""``Model.train`` picks the ultra-prune trainer for detection and validates the new arguments; ``Model.prune``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+from ultra_prune.args import validate
+from ultra_prune.hookspecs import hookimpl
+
+
+def _trainer_for(task):
+    from ultra_prune.plugins import get_plugin_manager
+
+    return get_plugin_manager().hook.ultra_prune_trainer(task=task)
+
+
+def wrap_train(train):
+    """Model.train(trainer=None, **kw) (>= 8.0.143): validate kw and default the trainer to ours."""
+
+    @functools.wraps(train)
+    def wrapper(self, trainer=None, **kwargs):
+        validate(kwargs)
+        if trainer is None:
+            trainer = _trainer_for(self.task)
+        return train(self, trainer=trainer, **kwargs)
+
+    wrapper._ultra_prune = True
+    return wrapper
+
+
+def prune(self, **kwargs):
+    """Prune this model's channels (``prune``, ``prune_round``, ``prune_min``, ``prune_out``, ``exist_ok``,
+    ``data``) and load the result into this object. Returns the PruneReport (None when nothing was pruned)."""
+    from ultra_prune.api import prune as prune_job
+
+    kwargs.pop("mode", None)
+    kwargs.setdefault("imgsz", self.overrides.get("imgsz", 640))
+    validate(kwargs)
+    source = self.ckpt_path if getattr(self, "ckpt_path", None) else self.model
+    pruned, report = prune_job(source, **kwargs)
+    if pruned is not None:
+        if report.output:
+            self._load(report.output, task=self.task)
+        else:
+            self.model = pruned
+    return report
+
+
+@hookimpl
+def ultra_prune_patch(ultralytics):
+    from ultralytics.engine import model as model_module
+
+    Model = model_module.Model
+    if not getattr(Model.train, "_ultra_prune", False):
+        if "trainer" in inspect.signature(Model.train).parameters:
+            Model.train = wrap_train(Model.train)
+        else:  # 8.0.136-8.0.142: the trainer comes from the module-level TASK_MAP
+            task_map = model_module.TASK_MAP
+            task_map["detect"] = [*task_map["detect"][:1], _trainer_for("detect"), *task_map["detect"][2:]]
+            original = Model.train
+
+            @functools.wraps(original)
+            def train(self, **kwargs):
+                validate(kwargs)
+                return original(self, **kwargs)
+
+            train._ultra_prune = True
+            Model.train = train
+    if not hasattr(Model, "prune"):
+        Model.prune = prune

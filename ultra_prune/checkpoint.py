@@ -1,0 +1,94 @@
+"""Reading and writing checkpoints safely: clear errors for bad files, atomic writes, no overwrites."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from ultra_prune.errors import UltraPruneError
+
+
+def check_input(path) -> Path:
+    """Raise UltraPruneError unless ``path`` is an existing, non-empty file."""
+    p = Path(path)
+    if not p.exists():
+        raise UltraPruneError(f"checkpoint '{p}' does not exist; pass model=<path to a .pt from training>")
+    if p.is_dir():
+        raise UltraPruneError(f"checkpoint '{p}' is a directory; pass the .pt file inside it, e.g. {p}/weights/best.pt")
+    if p.stat().st_size == 0:
+        raise UltraPruneError(f"checkpoint '{p}' is empty (0 bytes); re-export or re-train it")
+    return p
+
+
+def load_model(path):
+    """Load the detection model of an ultralytics checkpoint at ``path`` (unfused, fp32) and the checkpoint dict."""
+    from ultralytics.nn import tasks
+
+    p = check_input(path)
+    if p.suffix not in {".pt", ".pth"}:
+        raise UltraPruneError(f"'{p}' is not a torch checkpoint (.pt); pass the weights file of a training run")
+    load = getattr(tasks, "load_checkpoint", None) or tasks.attempt_load_one_weight  # renamed in 8.3.193
+    try:
+        model, ckpt = load(str(p), device="cpu", fuse=False)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise UltraPruneError(
+            f"checkpoint '{p}' could not be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            "the file is truncated or not a torch checkpoint; use an intact .pt from training"
+        ) from None
+    return model.float(), ckpt
+
+
+def check_output(path, exist_ok: bool = False) -> Path:
+    """Raise UltraPruneError if ``path`` exists (and not ``exist_ok``) or its folder is not writable."""
+    p = Path(path)
+    if p.exists() and not exist_ok:
+        raise UltraPruneError(f"output '{p}' already exists and is left untouched; pass another prune_out= or exist_ok=True")
+    folder = p.parent if str(p.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UltraPruneError(f"output folder '{folder}' cannot be created ({e.strerror}); choose a writable prune_out=") from None
+    if not os.access(folder, os.W_OK):
+        raise UltraPruneError(f"output folder '{folder}' is not writable; choose a writable prune_out=")
+    return p
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file in the same folder, then rename it onto ``path``.
+
+    A process killed mid-write leaves ``path`` as it was (and at worst a stray ``.tmp`` file).
+    """
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model, path, ckpt: dict | None = None, exist_ok: bool = False) -> Path:
+    """Write ``model`` as an ultralytics checkpoint (fp16 like ultralytics' own), atomically, never overwriting
+    unless ``exist_ok``. ``train_args`` and other metadata of the source ``ckpt`` are carried over."""
+    from ultralytics import __version__
+
+    p = check_output(path, exist_ok)
+    from ultra_prune.pruning import MARKER
+
+    ckpt = {k: v for k, v in (ckpt or {}).items() if k in {"train_args", "train_metrics", "license", "docs"}}
+    m = copy.deepcopy(model).half()
+    for q in m.parameters():
+        q.requires_grad_(False)
+    ckpt.update(
+        epoch=-1, best_fitness=None, model=m, ema=None, updates=None, optimizer=None,
+        date=datetime.now().isoformat(), version=__version__, **{MARKER: getattr(model, MARKER, None)},
+    )
+    atomic_write(p, lambda tmp: torch.save(ckpt, tmp))
+    return p

@@ -1,0 +1,126 @@
+"""Network-slimming channel pruning of ultralytics detection models.
+
+``prune_model`` = checks -> dependency analysis (``graph`` + ``rules``) -> selection (``select``) ->
+surgery (``surgery``). The result is made only of stock ultralytics classes and carries a small ``ultra_prune``
+marker dict (ratio, options, widths before/after).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ultra_prune.errors import UltraPruneError
+from ultra_prune.pruning.graph import ChannelGraph
+from ultra_prune.pruning.select import plan
+from ultra_prune.pruning.surgery import compensate, slice_channels
+
+MARKER = "ultra_prune"  # attribute on the pruned DetectionModel, a plain dict
+
+
+def is_pruned(model) -> bool:
+    """True for a model ultra-prune pruned (it carries the marker)."""
+    return isinstance(getattr(model, MARKER, None), dict)
+
+
+def check_prunable(model: nn.Module) -> None:
+    """Raise UltraPruneError if ``model`` is not an unfused ultralytics detection model with BatchNorm layers."""
+    from ultralytics.nn.tasks import guess_model_task
+
+    if not isinstance(model, nn.Module) or not isinstance(getattr(model, "model", None), nn.Sequential):
+        raise UltraPruneError(f"expected an ultralytics model (a DetectionModel), got {type(model).__name__}")
+    task = guess_model_task(model)
+    if task != "detect" or type(model.model[-1]).__name__ not in {"Detect", "v10Detect"}:
+        raise UltraPruneError(
+            f"task '{task}' ({type(model).__name__} with a {type(model.model[-1]).__name__} head) is not supported "
+            "by the detection pruner yet; prune a detection model (e.g. yolov8n.yaml, task=detect)"
+        )
+    if any(hasattr(m, "conv") and hasattr(m, "forward_fuse") and not hasattr(m, "bn") for m in model.modules()):
+        raise UltraPruneError(
+            "the model is fused (BatchNorm folded into the convs by fuse(), e.g. after predict/val), so the BN "
+            "scales pruning ranks are gone; load the unfused checkpoint from disk (YOLO('x.pt')) and prune that"
+        )
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        raise UltraPruneError("the model has no BatchNorm2d layers, so there are no BN scales to rank channels by; "
+                              "network slimming needs a model with Conv+BN blocks")
+
+
+@torch.no_grad()
+def channel_widths(model: nn.Module, imgsz: int = 64) -> tuple[dict, list[int]]:
+    """One forward pass: output channels of every module, and of every top-level layer, in order."""
+    seen: dict[nn.Module, int] = {}
+
+    def hook(m, _inp, out):
+        if isinstance(out, torch.Tensor) and out.dim() == 4:
+            seen[m] = out.shape[1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    training = model.training
+    try:
+        model.eval()
+        p = next(model.parameters())
+        ch = model.yaml.get("ch", 3) if isinstance(getattr(model, "yaml", None), dict) else 3
+        model(torch.zeros(1, ch, imgsz, imgsz, dtype=p.dtype, device=p.device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(training)
+    return seen, [seen.get(m, 0) for m in model.model]
+
+
+def _rule_for():
+    from ultra_prune.plugins import get_plugin_manager
+
+    hook = get_plugin_manager().hook.ultra_prune_channel_rule
+    return lambda m: hook(module=m)
+
+
+def analyse(model: nn.Module, imgsz: int = 64) -> ChannelGraph:
+    """Build the channel dependency graph of ``model`` (not modified)."""
+    seen, _ = channel_widths(model, imgsz)
+    graph = ChannelGraph(_rule_for(), seen)
+    ch = model.yaml.get("ch", 3) if isinstance(getattr(model, "yaml", None), dict) else 3
+    graph.analyse(model, ch)
+    return graph
+
+
+def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 8):
+    """Return ``(pruned, info)``: a pruned deep copy of ``model`` and a dict describing what changed.
+
+    ``ratio`` of all prunable channels (ranked globally by BN |gamma|) is removed; kept counts are floored at
+    ``floor`` and rounded up to multiples of ``round_to``. ``info["pruned"]`` is False when nothing could be
+    removed (every space at its floor); ``pruned`` is then an unchanged copy.
+    """
+    from ultra_prune.args import validate
+
+    validate({"prune": ratio, "prune_round": round_to, "prune_min": floor})
+    check_prunable(model)
+    model = copy.deepcopy(model).float()
+    _, before = channel_widths(model)
+    graph = analyse(model)
+    roots = graph.roots()
+    keep = plan(roots, ratio, round_to, floor)
+    prunable = sum(s.size for s in roots if s.prunable)
+    removed = sum(s.size - len(k) for s, k in keep.items())
+    if keep:
+        compensate(keep)
+        slice_channels(keep)
+        for fn in graph.finalizers:
+            fn()
+    _, after = channel_widths(model)
+    history = list(getattr(model, MARKER, {}).get("history", []))
+    history.append({"prune": ratio, "prune_round": round_to, "prune_min": floor, "widths_before": before})
+    if keep:
+        setattr(model, MARKER, {"history": history, "widths": after, "original_widths": history[0]["widths_before"]})
+    info = {
+        "pruned": bool(keep),
+        "widths_before": before,
+        "widths_after": after,
+        "layer_types": [type(m).__name__ for m in model.model],
+        "prunable_channels": prunable,
+        "removed_channels": removed,
+        "left_intact": sorted(set(graph.intact)),
+    }
+    return model, info

@@ -1,0 +1,241 @@
+"""Channel dependency analysis: which output channels of which convs are coupled, and who reads them.
+
+The model's own graph (each layer's ``f`` inputs) is walked with per-module *rules* (``rules.py``, a plugin hook).
+A rule receives the module and its input ``Signal`` and returns the output ``Signal``, telling the graph what it
+does with channels: a conv that produces new channels, a residual add that couples two channel spaces, a concat,
+a depthwise conv that passes channels through, or an opaque module whose channels must stay.
+
+Knows torch and ultralytics' ``Conv`` layout (``conv``/``bn``/``act``) only; nothing of trainers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass(eq=False)
+class Term:
+    """One summand of a signal: the output of ``module`` (a Conv with ``bn``/``act``) at channel ``offset``.
+
+    For a depthwise conv, ``inputs`` holds the terms of the signal it reads; its output is then a function of them.
+    """
+
+    module: nn.Module
+    offset: int
+    inputs: tuple = ()
+
+    def constant(self, idx: torch.Tensor) -> torch.Tensor:
+        """The constant this term outputs on channels ``idx`` when their BN scale is zero (``act(beta)``).
+
+        For a depthwise conv fed a constant ``v``: ``act(bn(v * sum(W)))``, exact away from padded borders.
+        """
+        bn, act = self.module.bn, getattr(self.module, "act", nn.Identity())
+        j = idx + self.offset
+        if not self.inputs:
+            return act(bn.bias[j]).detach()
+        v = sum(t.constant(idx) for t in self.inputs)
+        x = v * self.module.conv.weight[j].sum((1, 2, 3))
+        y = (x - bn.running_mean[j]) / torch.sqrt(bn.running_var[j] + bn.eps) * bn.weight[j] + bn.bias[j]
+        return act(y).detach()
+
+
+@dataclass(eq=False)
+class Consumer:
+    """``conv`` (an nn.Conv2d, groups=1) reads a space's channels at input channel ``offset``; its summed input
+    there is ``terms``. ``bn`` is the BatchNorm right after it (compensation goes to its running mean), or None
+    (compensation goes to the conv's bias)."""
+
+    conv: nn.Conv2d
+    offset: int
+    terms: tuple
+    bn: nn.BatchNorm2d | None
+
+
+@dataclass(eq=False)
+class Space:
+    """A set of ``size`` channels that must be pruned together: every member keeps the same channel indices."""
+
+    size: int
+    producers: list = field(default_factory=list)  # (Conv module, offset): out channels + BN
+    depthwise: list = field(default_factory=list)  # (Conv module, offset): depthwise in/out channels + BN
+    consumers: list = field(default_factory=list)  # Consumer
+    fixed: bool = False  # True: an opaque module or the model input/output touches it; never pruned
+    reason: str = ""
+    parent: Space | None = None
+    tie: Space | None = None  # union-find of spaces that must keep equal counts (e.g. C2f's two chunk halves)
+
+    def root(self) -> Space:
+        s = self
+        while s.parent is not None:
+            s = s.parent
+        return s
+
+    def tie_root(self) -> Space:
+        s = self.root()
+        while s.tie is not None:
+            s = s.tie.root()
+        return s
+
+    @property
+    def prunable(self) -> bool:
+        return not self.fixed and bool(self.producers)
+
+    def importance(self) -> torch.Tensor:
+        """Per-channel importance: the largest |gamma| over every BatchNorm in the space."""
+        gammas = [m.bn.weight.detach()[o : o + self.size].abs().float() for m, o in self.producers + self.depthwise]
+        return torch.stack(gammas).amax(0)
+
+
+@dataclass(eq=False)
+class Segment:
+    """A run of channels in a signal: all of ``space``, valued as the sum of ``terms``."""
+
+    space: Space
+    terms: tuple
+
+    @property
+    def size(self) -> int:
+        return self.space.root().size
+
+
+class Signal(list):
+    """A tensor's channels as a list of Segments (a concat has several)."""
+
+    @property
+    def channels(self) -> int:
+        return sum(s.size for s in self)
+
+
+class ChannelGraph:
+    """Builds the channel spaces of a model. Rules call the methods below; ``analyse`` walks the model."""
+
+    def __init__(self, rule_for, out_channels: dict):
+        self.rule_for = rule_for  # module -> rule callable or None
+        self.out_channels = out_channels  # module -> output channels seen in a forward pass
+        self.spaces: list[Space] = []
+        self.finalizers: list = []  # callables run after surgery (e.g. to update C2f.c)
+        self.intact: list[str] = []  # names of modules left intact
+
+    # --- spaces -------------------------------------------------------------------------------------------
+    def new_space(self, size: int, fixed: bool = False, reason: str = "") -> Space:
+        space = Space(size, fixed=fixed, reason=reason)
+        self.spaces.append(space)
+        return space
+
+    def fixed_signal(self, channels: int, reason: str) -> Signal:
+        """A signal of channels nothing may prune (model input, opaque outputs)."""
+        return Signal([Segment(self.new_space(channels, True, reason), ())])
+
+    def fix(self, x: Signal, reason: str) -> None:
+        """Mark every space of ``x`` unprunable."""
+        for seg in x:
+            root = seg.space.root()
+            if not root.fixed:
+                root.fixed, root.reason = True, reason
+
+    def tie(self, a: Space, b: Space) -> None:
+        """Require spaces ``a`` and ``b`` to keep equal channel counts (indices may differ)."""
+        ra, rb = a.tie_root(), b.tie_root()
+        if ra is not rb:
+            rb.tie = ra
+
+    def _union(self, a: Space, b: Space) -> Space:
+        ra, rb = a.root(), b.root()
+        if ra is rb:
+            return ra
+        rb.parent = ra
+        ra.producers += rb.producers
+        ra.depthwise += rb.depthwise
+        ra.consumers += rb.consumers
+        if rb.fixed and not ra.fixed:
+            ra.fixed, ra.reason = True, rb.reason
+        if rb.tie is not None:
+            self.tie(ra, rb.tie)
+        return ra
+
+    # --- operations rules use -----------------------------------------------------------------------------
+    def consume(self, conv: nn.Conv2d, x: Signal, bn: nn.BatchNorm2d | None = None) -> None:
+        """Record that ``conv`` (groups=1) reads ``x``."""
+        offset = 0
+        for seg in x:
+            seg.space.root().consumers.append(Consumer(conv, offset, seg.terms, bn))
+            offset += seg.size
+
+    def conv(self, m: nn.Module, x: Signal, chunks: int = 1) -> Signal:
+        """An ultralytics ``Conv`` (conv + bn + act) reading ``x``.
+
+        groups=1: consumes ``x`` and produces ``chunks`` new tied spaces (``chunks=2`` for C2f's ``cv1.chunk(2)``).
+        Depthwise (groups == in == out): its channels join the spaces of ``x``. Other grouped convs are opaque.
+        """
+        conv = m.conv
+        if not isinstance(getattr(m, "bn", None), nn.BatchNorm2d):
+            return self.opaque(m, x, "conv without BatchNorm (fused?)")
+        if conv.groups == 1:
+            self.consume(conv, x, m.bn)
+            n = conv.out_channels // chunks
+            spaces = [self.new_space(n) for _ in range(chunks)]
+            for i, s in enumerate(spaces):
+                s.producers.append((m, i * n))
+                if i:
+                    self.tie(spaces[0], s)
+            return Signal([Segment(s, (Term(m, i * n),)) for i, s in enumerate(spaces)])
+        if conv.groups == conv.in_channels == conv.out_channels and chunks == 1:
+            out, offset = Signal(), 0
+            for seg in x:
+                seg.space.root().depthwise.append((m, offset))
+                out.append(Segment(seg.space, (Term(m, offset, seg.terms),)))
+                offset += seg.size
+            return out
+        return self.opaque(m, x, f"grouped conv (groups={conv.groups})")
+
+    def conv2d(self, conv: nn.Conv2d, x: Signal) -> Signal:
+        """A bare nn.Conv2d (e.g. a head's final prediction conv): consumes ``x``; its outputs are fixed."""
+        if conv.groups != 1:
+            return self.opaque(conv, x, "grouped nn.Conv2d")
+        self.consume(conv, x)
+        return self.fixed_signal(conv.out_channels, "prediction outputs")
+
+    def concat(self, xs: list[Signal]) -> Signal:
+        return Signal([seg for x in xs for seg in x])
+
+    def add(self, a: Signal, b: Signal) -> Signal:
+        """A residual add: couples the spaces of ``a`` and ``b`` channel by channel."""
+        if len(a) != len(b) or any(sa.size != sb.size for sa, sb in zip(a, b)):
+            self.fix(a, "residual add of unaligned signals")
+            self.fix(b, "residual add of unaligned signals")
+            return self.fixed_signal(a.channels, "residual add of unaligned signals")
+        return Signal([Segment(self._union(sa.space, sb.space), sa.terms + sb.terms) for sa, sb in zip(a, b)])
+
+    def opaque(self, m: nn.Module, x, reason: str) -> Signal:
+        """A module ultra-prune leaves intact: its inputs are fixed and its outputs are new fixed channels."""
+        for xi in x if isinstance(x, list) and x and isinstance(x[0], Signal) else [x]:
+            self.fix(xi, f"read by {type(m).__name__}")
+        self.intact.append(f"{type(m).__name__} ({reason})")
+        return self.fixed_signal(self.out_channels.get(m, 0), f"output of {type(m).__name__}")
+
+    def run(self, m: nn.Module, x):
+        """Apply the rule for ``m``; modules without a rule are opaque (left intact, with a warning)."""
+        rule = self.rule_for(m)
+        return rule(self, m, x) if rule else self.opaque(m, x, "no channel rule")
+
+    # --- the whole model ----------------------------------------------------------------------------------
+    def analyse(self, model: nn.Module, in_channels: int) -> None:
+        """Walk an ultralytics ``BaseModel`` (``model.model`` layers with ``f`` inputs) from its input."""
+        outputs: dict[int, Signal] = {}
+        x = self.fixed_signal(in_channels, "model input")
+        for i, m in enumerate(model.model):
+            f = getattr(m, "f", -1)
+            if isinstance(f, int):
+                inp = x if f == -1 else outputs[f]
+            else:
+                inp = [x if j == -1 else outputs[j] for j in f]
+            x = self.run(m, inp)
+            outputs[i] = x
+        if isinstance(x, Signal):  # a backbone-only model: its output leaves the model
+            self.fix(x, "model output")
+
+    def roots(self) -> list[Space]:
+        return [s for s in self.spaces if s.parent is None]

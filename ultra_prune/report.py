@@ -1,0 +1,74 @@
+"""The before/after report of a pruning: per-layer widths, params, GFLOPs, file size and (optionally) mAP."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def gflops(model, imgsz: int = 640) -> float:
+    """GFLOPs at ``imgsz`` by ultralytics' own counter (0.0 where thop is missing)."""
+    from ultralytics.utils.torch_utils import get_flops
+
+    return float(get_flops(model, imgsz))
+
+
+@dataclass
+class PruneReport:
+    """What a pruning changed. Pairs are (before, after)."""
+
+    prune: float
+    prune_round: int
+    prune_min: int
+    layers: list = field(default_factory=list)  # [index, type, channels before, channels after]
+    params: tuple = (0, 0)
+    gflops: tuple = (0.0, 0.0)
+    imgsz: int = 640
+    prunable_channels: int = 0
+    removed_channels: int = 0
+    left_intact: list = field(default_factory=list)
+    file_mb: tuple | None = None
+    map50_95: tuple | None = None
+    output: str | None = None
+
+    @classmethod
+    def build(cls, before, after, info: dict, prune: float, prune_round: int, prune_min: int, imgsz: int = 640):
+        layers = [
+            [i, t, b, a] for i, (t, b, a) in enumerate(zip(info["layer_types"], info["widths_before"], info["widths_after"]))
+        ]
+        return cls(
+            prune, prune_round, prune_min, layers,
+            (count_params(before), count_params(after)), (gflops(before, imgsz), gflops(after, imgsz)), imgsz,
+            info["prunable_channels"], info["removed_channels"], info["left_intact"],
+        )
+
+    def text(self) -> str:
+        """The report as a table, in the look of ultralytics' model summaries."""
+        def pair(name, p, fmt):
+            ratio = f"{p[1] / p[0]:.3f}x" if p[0] else "-"
+            return f"{name:<22}{fmt.format(p[0]):>14}{fmt.format(p[1]):>14}{ratio:>10}"
+
+        lines = [f"{'layer':>5} {'module':<12}{'channels before':>16}{'after':>8}"]
+        lines += [f"{i:>5} {t:<12}{b:>16}{a:>8}{'' if a == b else '  *'}" for i, t, b, a in self.layers]
+        lines += ["", f"{'':<22}{'before':>14}{'after':>14}{'ratio':>10}", pair("parameters", self.params, "{:,}")]
+        lines.append(pair(f"GFLOPs @{self.imgsz}", self.gflops, "{:.2f}"))
+        if self.file_mb:
+            lines.append(pair("file MB", self.file_mb, "{:.2f}"))
+        if self.map50_95:
+            lines.append(pair("mAP50-95", self.map50_95, "{:.4f}"))
+        lines.append(f"channels removed: {self.removed_channels}/{self.prunable_channels} prunable "
+                     f"(prune={self.prune}, prune_round={self.prune_round}, prune_min={self.prune_min})")
+        if self.left_intact:
+            lines.append("left intact (no channel rule): " + ", ".join(self.left_intact))
+        return "\n".join(lines)
+
+    def save(self, path) -> None:
+        """Write the table (``.txt``) or all fields (``.json``) to ``path``."""
+        from pathlib import Path
+
+        p = Path(path)
+        p.write_text(json.dumps(asdict(self), indent=2) if p.suffix == ".json" else self.text() + "\n")

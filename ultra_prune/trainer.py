@@ -1,0 +1,164 @@
+"""The ultra-prune detection trainer: sparse (BN-L1) training, one-shot pruning and pruned-model fine-tuning.
+
+A plain ``DetectionTrainer`` subclass in an importable module, so DDP workers can rebuild it. It is also the
+plugin that hands this trainer to ``Model.train`` for task ``detect``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, colorstr
+
+from ultra_prune.args import EXTRA_DEFAULTS, validate
+from ultra_prune.hookspecs import hookimpl
+from ultra_prune.pruning import is_pruned
+from ultra_prune.sparsity import BNSparsity, gamma_stats, gamma_values
+
+PREFIX = colorstr("ultra-prune:")
+STALL_EPOCHS = 3  # epochs after which sparse training that has not moved gets a warning
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+def reset_classes(model: nn.Module, nc: int) -> None:
+    """Give a detection model ``nc`` classes: new, freshly initialised class convs; everything else kept."""
+    head = model.model[-1]
+    for name in ("cv3", "one2one_cv3"):
+        for i, branch in enumerate(getattr(head, name, None) or []):
+            old = branch[-1]
+            new = nn.Conv2d(old.in_channels, nc, old.kernel_size, old.stride, bias=True)
+            s = float(head.stride[i]) if head.stride.numel() > i and float(head.stride[i]) > 0 else 8.0 * 2**i
+            nn.init.constant_(new.bias, torch.log(torch.tensor(5 / nc / (640 / s) ** 2)).item())
+            branch[-1] = new
+    head.nc, head.no = nc, nc + head.reg_max * 4
+    model.nc = nc
+    if isinstance(getattr(model, "yaml", None), dict):
+        model.yaml["nc"] = nc
+
+
+class SlimDetectionTrainer(DetectionTrainer):
+    """DetectionTrainer + ``sparsity*`` (BN-L1 sparse training) + ``prune*`` (prune, then fine-tune) arguments,
+    and a ``get_model`` that keeps a pruned architecture instead of rebuilding it from the yaml."""
+
+    def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None):
+        from ultra_prune.patches import apply
+
+        apply()  # DDP workers import only this module
+        if isinstance(cfg, dict):  # DDP temp files pass a copy of DEFAULT_CFG_DICT taken before any patch
+            cfg = {**EXTRA_DEFAULTS, **cfg}
+        validate(overrides or {})
+        super().__init__(cfg, overrides, _callbacks)
+        validate({k: v for k, v in vars(self.args).items() if k != "resume"})
+        a = self.args
+        self.sparsity = (
+            BNSparsity(a.sparsity, a.sparsity_beta, a.sparsity_decay, a.epochs) if a.sparsity or a.sparsity_beta else None
+        )
+        self.gamma_first = self.gamma_last = None
+        self.stats_first = None
+        self.stall_warned = False
+
+    # --- model: keep pruned architectures, prune on request --------------------------------------------------
+    def get_model(self, cfg=None, weights=None, verbose=True):
+        """Return the model to train: a pruned ``weights`` as itself, else the stock rebuild; then prune if asked."""
+        if is_pruned(weights):
+            model = copy.deepcopy(weights).float()
+            for p in model.parameters():
+                p.requires_grad_(True)
+            if model.nc != self.data["nc"]:
+                LOGGER.info(f"{PREFIX} re-initialising class convs for nc={self.data['nc']} (checkpoint had {model.nc})")
+                reset_classes(model, self.data["nc"])
+            if verbose and RANK in {-1, 0}:
+                n = sum(p.numel() for p in model.parameters())
+                LOGGER.info(f"{PREFIX} training the pruned architecture as saved ({n:,} parameters)")
+                model.info()
+        else:
+            model = super().get_model(cfg=cfg, weights=weights, verbose=verbose)
+        if self.args.prune and not self.args.resume:
+            model = self.prune_before_training(model)
+        return model
+
+    def prune_before_training(self, model: nn.Module) -> nn.Module:
+        """One-shot ``prune=``: prune ``model``, save it and its report in the run folder, return it."""
+        from ultra_prune.api import prune
+
+        main = RANK in {-1, 0}
+        out = self.wdir / "pruned.pt" if main else None
+        pruned, report = prune(model, self.args.prune, self.args.prune_round, self.args.prune_min, prune_out=out,
+                               exist_ok=True, imgsz=self.args.imgsz, verbose=main)
+        if pruned is None:
+            return model
+        if main:
+            report.save(self.save_dir / "prune_report.txt")
+            report.save(self.save_dir / "prune_report.json")
+        return pruned
+
+    # --- sparse training ------------------------------------------------------------------------------------
+    def optimizer_step(self):
+        """Add lam*sign(gamma) to the still-scaled gradients (grad mode), then the stock unscale/clip/step/EMA."""
+        if self.sparsity and self.args.sparsity_mode == "grad":
+            scaler = getattr(self, "scaler", None)
+            scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
+            self.sparsity.add_l1_grad(_unwrap(self.model), self.epoch, scale)
+        super().optimizer_step()
+
+    def build_optimizer(self, model, *args, **kwargs):
+        """The stock optimizer; in prox mode with a post-step hook that soft-thresholds gamma/beta."""
+        optimizer = super().build_optimizer(model, *args, **kwargs)
+        if self.sparsity and self.args.sparsity_mode == "prox":
+            self.sparsity.bind(_unwrap(model))
+            optimizer.register_step_post_hook(lambda opt, _a, _k: self.sparsity.proximal_step(opt, self.epoch))
+        return optimizer
+
+    def save_metrics(self, metrics):
+        """Add the epoch's |gamma| statistics (of the EMA model that gets saved) to results.csv."""
+        if self.sparsity:
+            model = self.ema.ema if getattr(self, "ema", None) else _unwrap(self.model)
+            stats = gamma_stats(model)
+            self.gamma_last = gamma_values(model)
+            if self.stats_first is None:
+                self.stats_first, self.gamma_first = stats, self.gamma_last
+            LOGGER.info(
+                f"{PREFIX} lambda={self.args.sparsity * self.sparsity.factor(self.epoch):.3g} "
+                f"mean|γ|={stats['sparsity/gamma_mean']:.4f} "
+                f"|γ|<1e-2: {stats['sparsity/gamma<0.01']:.1%} |γ|<1e-3: {stats['sparsity/gamma<0.001']:.1%}"
+            )
+            self.warn_if_stalled(stats)
+            metrics = {**metrics, **stats}
+        super().save_metrics(metrics)
+
+    def warn_if_stalled(self, stats: dict) -> None:
+        """One warning when, after STALL_EPOCHS epochs, |gamma| has barely moved toward zero."""
+        if self.stall_warned or self.epoch + 1 < STALL_EPOCHS or not self.sparsity.lam:
+            return
+        first, now = self.stats_first, stats
+        moved = now["sparsity/gamma<0.01"] - first["sparsity/gamma<0.01"]
+        shrunk = 1 - now["sparsity/gamma_mean"] / max(first["sparsity/gamma_mean"], 1e-12)
+        if moved < 0.01 and shrunk < 0.05:
+            self.stall_warned = True
+            LOGGER.warning(
+                f"{PREFIX} after {self.epoch + 1} epochs sparse training has barely moved γ "
+                f"(|γ|<1e-2: {now['sparsity/gamma<0.01']:.1%}, mean |γ| down {shrunk:.1%}). "
+                f"Raise sparsity= (e.g. x10), use sparsity_mode=prox, or train with optimizer=SGD."
+            )
+
+    def plot_metrics(self):
+        """The stock results.png, plus a |gamma| histogram (first vs last epoch) when training sparse."""
+        super().plot_metrics()
+        if self.sparsity and self.gamma_first is not None:
+            from ultra_prune.plots import plot_gamma_histograms
+
+            f = plot_gamma_histograms({"first epoch": self.gamma_first, "last epoch": self.gamma_last},
+                                      self.save_dir / "gamma_hist.png")
+            if hasattr(self, "on_plot"):  # 8.0.x before plots were registered
+                self.on_plot(f)
+
+
+@hookimpl(trylast=True)
+def ultra_prune_trainer(task):
+    return SlimDetectionTrainer if task == "detect" else None
