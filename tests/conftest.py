@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny generated dataset and small trained checkpoints (no downloads)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # ultralytics skips online checks
+os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(__file__).parent.parent / ".pytest_yolo_cfg"))
+
+import ultra_prune  # noqa: E402,F401  (applies the patches)
+
+IMGSZ = 64
+PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def data_yaml(tmp_path_factory):
+    """data.yaml of a 24-train / 8-val image set of 4 shape classes at 64 px."""
+    from ultra_prune.dataset import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("shapes"), n_train=24, n_val=8, imgsz=IMGSZ)
+
+
+def train_kwargs(project, name, **kw):
+    """Small, quiet, deterministic CPU training arguments."""
+    return dict(epochs=1, imgsz=IMGSZ, batch=8, workers=0, device="cpu", plots=False, project=str(project),
+                name=name, exist_ok=True, verbose=False, amp=False, **kw)
+
+
+@pytest.fixture(scope="session")
+def sparse_ckpt(tmp_path_factory, data_yaml):
+    """last.pt of a 1-epoch sparse run of yolov8n (from yaml)."""
+    from ultralytics import YOLO
+
+    project = tmp_path_factory.mktemp("runs")
+    YOLO("yolov8n.yaml").train(data=str(data_yaml), **train_kwargs(project, "sparse", sparsity=1.0))
+    return project / "sparse" / "weights" / "last.pt"
