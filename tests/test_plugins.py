@@ -1,0 +1,121 @@
+"""Activation: plugin discovery, idempotent patches, the start-up hook, and the install layout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ultra_prune.plugins import BUILTINS, get_plugin_manager
+
+PYTHON = sys.executable
+
+
+def run_py(code, cwd, env=None, check=True):
+    """Run ``code`` in a fresh interpreter; return the completed process."""
+    full_env = {**os.environ, **(env or {})}
+    r = subprocess.run([PYTHON, "-c", textwrap.dedent(code)], cwd=cwd, env=full_env, capture_output=True, text=True,
+                       timeout=300)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_builtin_plugins_come_from_the_entry_point_group():
+    from importlib.metadata import entry_points
+
+    names = {ep.name for ep in entry_points(group="ultra_prune")}
+    assert names == set(BUILTINS)
+    pm = get_plugin_manager()
+    assert all(pm.has_plugin(n) for n in BUILTINS)
+
+
+def test_patches_are_idempotent():
+    import ultralytics
+    from ultralytics import cfg
+    from ultralytics.engine.model import Model
+
+    from ultra_prune.patches import apply
+
+    train, modes = Model.train, tuple(cfg.MODES)
+    ultralytics._ultra_prune_patched = False  # force a second full application
+    apply()
+    assert Model.train is train and tuple(cfg.MODES) == modes and list(cfg.MODES).count("prune") == 1
+    assert ultralytics.utils.DEFAULT_CFG_DICT["sparsity"] == 0.0 and ultralytics.utils.DEFAULT_CFG.prune_round == 8
+
+
+def test_trainer_is_chosen_for_detect_only():
+    from ultra_prune.trainer import SlimDetectionTrainer
+
+    hook = get_plugin_manager().hook.ultra_prune_trainer
+    assert hook(task="detect") is SlimDetectionTrainer
+    assert hook(task="classify") is None
+
+
+def test_startup_hook_patches_plain_ultralytics_without_importing_torch(tmp_path):
+    r = run_py("""
+        import sys
+        before = 'torch' in sys.modules or 'ultralytics' in sys.modules
+        import ultralytics
+        from ultralytics.utils import DEFAULT_CFG_DICT
+        print(before, 'ultra_prune' in sys.modules, ultralytics._ultra_prune_patched, DEFAULT_CFG_DICT['sparsity'])
+    """, tmp_path)
+    assert r.stdout.split() == ["False", "True", "True", "0.0"]
+
+
+def test_startup_hook_can_be_disabled(tmp_path):
+    r = run_py("""
+        import sys, ultralytics
+        print('ultra_prune' in sys.modules, getattr(ultralytics, '_ultra_prune_patched', False))
+    """, tmp_path, env={"ULTRA_PRUNE_DISABLE": "1"})
+    assert r.stdout.split() == ["False", "False"]
+
+
+def test_broken_plugin_never_breaks_startup(tmp_path):
+    """A failing activation is one warning line; ultralytics still imports."""
+    fake = tmp_path / "ultra_prune"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise RuntimeError('boom')\n")
+    r = run_py("import ultralytics; print('imported')", tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert r.stdout.strip() == "imported"
+    warnings = [line for line in r.stderr.splitlines() if "ultra-prune" in line]
+    assert len(warnings) == 1 and "RuntimeError: boom" in warnings[0]
+
+
+def test_no_top_level_patches_module(tmp_path):
+    r = run_py("""
+        import importlib.util
+        import ultra_prune.patches
+        print(importlib.util.find_spec('patches') is None, ultra_prune.patches.__name__)
+    """, tmp_path)
+    assert r.stdout.split() == ["True", "ultra_prune.patches"]
+
+
+def test_third_party_plugin_through_entry_point(tmp_path):
+    """A package adding a channel rule through the ``ultra_prune`` group is used by the pruner."""
+    (tmp_path / "my_rules.py").write_text(textwrap.dedent("""
+        from ultra_prune.hookspecs import hookimpl
+        CALLS = []
+        @hookimpl
+        def ultra_prune_channel_rule(module):
+            if type(module).__name__ == 'SPPF':
+                def rule(graph, m, x):
+                    CALLS.append(type(m).__name__)
+                    return graph.opaque(m, x, 'custom rule says keep')
+                return rule
+    """))
+    dist = tmp_path / "my_rules-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-rules\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[ultra_prune]\nmy_rules = my_rules\n")
+    r = run_py("""
+        import torch, my_rules
+        from ultralytics.nn.tasks import DetectionModel
+        from ultra_prune import prune_model
+        pruned, info = prune_model(DetectionModel('yolov8n.yaml', verbose=False), 0.3)
+        print(my_rules.CALLS, [s for s in info['left_intact'] if 'custom' in s])
+    """, tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert "['SPPF'] ['SPPF (custom rule says keep)']" in r.stdout
