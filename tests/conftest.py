@@ -27,8 +27,9 @@ def data_yaml(tmp_path_factory):
 
 def train_kwargs(project, name, **kw):
     """Small, quiet, deterministic CPU training arguments."""
-    return dict(epochs=1, imgsz=IMGSZ, batch=8, workers=0, device="cpu", plots=False, project=str(project),
-                name=name, exist_ok=True, verbose=False, amp=False, **kw)
+    args = dict(epochs=1, imgsz=IMGSZ, batch=8, workers=0, device="cpu", plots=False, project=str(project),
+                name=name, exist_ok=True, verbose=False, amp=False)
+    return {**args, **kw}
 
 
 @pytest.fixture(scope="session")
