@@ -70,8 +70,8 @@ class SlimDetectionTrainer(DetectionTrainer):
             model = copy.deepcopy(weights).float()
             for p in model.parameters():
                 p.requires_grad_(True)
-            if model.nc != self.data["nc"]:
-                LOGGER.info(f"{PREFIX} re-initialising class convs for nc={self.data['nc']} (checkpoint had {model.nc})")
+            if model.model[-1].nc != self.data["nc"]:
+                LOGGER.info(f"{PREFIX} re-initialising class convs for nc={self.data['nc']} (checkpoint had {model.model[-1].nc})")
                 reset_classes(model, self.data["nc"])
             if verbose and RANK in {-1, 0}:
                 n = sum(p.numel() for p in model.parameters())

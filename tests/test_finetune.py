@@ -1,0 +1,141 @@
+"""Fine-tuning pruned models: the pruned architecture survives train, one-shot prune=, resume, nc change, DDP."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from conftest import train_kwargs
+
+pytestmark = pytest.mark.slow
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def ckpt_params(path) -> int:
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    return n_params(ck.get("ema") or ck["model"])
+
+
+@pytest.fixture(scope="module")
+def one_shot(tmp_path_factory, sparse_ckpt, data_yaml):
+    """YOLO(sparse).train(prune=0.5): prune, then fine-tune."""
+    from ultralytics import YOLO
+
+    project = tmp_path_factory.mktemp("oneshot")
+    YOLO(str(sparse_ckpt)).train(data=str(data_yaml), **train_kwargs(project, "ft", prune=0.5))
+    return project / "ft"
+
+
+def test_one_shot_prunes_saves_and_fine_tunes_the_pruned_model(one_shot, sparse_ckpt):
+    pruned = ckpt_params(one_shot / "weights" / "pruned.pt")
+    assert pruned < 0.8 * ckpt_params(sparse_ckpt)
+    assert ckpt_params(one_shot / "weights" / "last.pt") == pruned
+    assert ckpt_params(one_shot / "weights" / "best.pt") == pruned
+    report = (one_shot / "prune_report.txt").read_text()
+    assert "parameters" in report and "GFLOPs" in report and "C2f" in report
+
+
+def test_pruned_checkpoint_trains_as_itself_and_resumes(tmp_path, one_shot, data_yaml):
+    from ultralytics import YOLO
+
+    pruned_pt = one_shot / "weights" / "pruned.pt"
+    pruned = ckpt_params(pruned_pt)
+
+    def stop_after_first_epoch(trainer):
+        raise KeyboardInterrupt("simulated interruption")
+
+    model = YOLO(str(pruned_pt))
+    model.add_callback("on_fit_epoch_end", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        model.train(data=str(data_yaml), **train_kwargs(tmp_path, "ft", epochs=2))
+    last = tmp_path / "ft" / "weights" / "last.pt"
+    ck = torch.load(last, map_location="cpu", weights_only=False)
+    assert ck["epoch"] == 0 and ck["optimizer"] is not None and n_params(ck["ema"]) == pruned
+
+    YOLO(str(last)).train(resume=True)
+    assert ckpt_params(last) == pruned
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == -1  # finished: optimizer stripped
+    assert len((tmp_path / "ft" / "results.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+
+def test_new_class_count_reinitialises_class_convs(tmp_path, one_shot):
+    from ultralytics import YOLO
+
+    from ultra_prune.dataset import make_dataset
+
+    data2 = make_dataset(tmp_path / "two", n_train=16, n_val=8, imgsz=64, nc=2)
+    YOLO(str(one_shot / "weights" / "pruned.pt")).train(data=str(data2), **train_kwargs(tmp_path, "nc2"))
+    model = torch.load(tmp_path / "nc2" / "weights" / "best.pt", map_location="cpu", weights_only=False)["model"]
+    head = model.model[-1]
+    assert head.nc == 2 and all(b[-1].out_channels == 2 for b in head.cv3)
+    pruned = torch.load(one_shot / "weights" / "pruned.pt", map_location="cpu", weights_only=False)["model"]
+    assert [m.conv.out_channels for m in model.model[:10] if hasattr(m, "conv")] == [
+        m.conv.out_channels for m in pruned.model[:10] if hasattr(m, "conv")
+    ]
+
+
+def test_fine_tuned_checkpoint_works_with_plain_ultralytics(tmp_path, one_shot, data_yaml):
+    best = one_shot / "weights" / "best.pt"
+    code = f"""
+        import sys, numpy as np
+        from ultralytics import YOLO
+        m = YOLO({str(best)!r})
+        n = sum(p.numel() for p in m.model.parameters())
+        m.predict(np.zeros((64, 64, 3), np.uint8), imgsz=64, verbose=False)
+        m2 = YOLO({str(best)!r})
+        m2.val(data={str(data_yaml)!r}, imgsz=64, batch=8, plots=False, verbose=False, project={str(tmp_path)!r})
+        onnx = YOLO({str(best)!r}).export(format='onnx', imgsz=64)
+        print('ultra_prune' in sys.modules, n, onnx.endswith('.onnx'))
+    """
+    env = {**os.environ, "ULTRA_PRUNE_DISABLE": "1"}
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    in_module, n, exported = r.stdout.split()[-3:]
+    assert in_module == "False" and int(n) == ckpt_params(best) and exported == "True"
+
+
+def test_ddp_worker_rebuilds_the_pruned_sparse_trainer(tmp_path, one_shot, data_yaml):
+    """Generate the DDP worker file as ultralytics does and construct its trainer (no launch)."""
+    from ultralytics.utils.dist import generate_ddp_file
+
+    from ultra_prune.trainer import SlimDetectionTrainer
+
+    pruned_pt = one_shot / "weights" / "pruned.pt"
+    overrides = train_kwargs(tmp_path, "ddp", model=str(pruned_pt), data=str(data_yaml), sparsity=0.01)
+    trainer = SlimDetectionTrainer(overrides=overrides)
+    if hasattr(trainer, "get_dataset") and not getattr(trainer, "data", None):
+        trainer.data = trainer.get_dataset()
+    trainer.setup_model()  # what the launching process holds before spawning (>= 8.4.140 pickles it)
+    path = generate_ddp_file(trainer)
+    try:
+        src = open(path).read()
+        probe = (
+            "import torch; m = trainer.model if isinstance(trainer.model, torch.nn.Module) else "
+            "(setattr(trainer, 'data', getattr(trainer, 'data', None) or trainer.get_dataset()), trainer.setup_model(), "
+            "trainer.model)[-1]; print('PROBE', type(trainer).__name__, trainer.args.sparsity, "
+            "sum(p.numel() for p in m.parameters()))"
+        )
+        assert "trainer.train()" in src
+        worker = tmp_path / "worker.py"
+        worker.write_text(src.replace("trainer.train()", probe))
+        r = subprocess.run([sys.executable, str(worker)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"})
+        assert r.returncode == 0, r.stderr[-3000:]
+        found = re.search(r"PROBE (\w+) ([\d.e-]+) (\d+)", r.stdout)
+        assert found, r.stdout[-2000:]
+        assert found.group(1) == "SlimDetectionTrainer" and float(found.group(2)) == 0.01
+        assert int(found.group(3)) == ckpt_params(pruned_pt)
+    finally:
+        for p in (path, os.path.splitext(path)[0] + ".pt"):
+            if os.path.exists(p):
+                os.remove(p)
