@@ -1,0 +1,95 @@
+"""The ``ultra-prune`` console command: ``demo`` (the whole pipeline) and ``prune`` (a checkpoint), key=value style."""
+
+from __future__ import annotations
+
+import sys
+
+HELP = """ultra-prune — network slimming for Ultralytics YOLO
+
+    ultra-prune demo [out=ultra_prune_demo] [epochs=1.0] [data=DATA.yaml] [model=yolov8n.yaml] [imgsz=128]
+                     [sparsity=0.5] [sparsity_mode=prox] [prune=0.5] [exist_ok=False]
+        base training -> sparse training -> pruning -> fine-tuning -> ONNX, on a generated dataset by default;
+        'epochs' scales every stage (1.0 = 20/10/10 epochs).
+
+    ultra-prune prune model=sparse.pt prune=0.5 [prune_round=8] [prune_min=8] [prune_out=PATH] [exist_ok=False]
+                      [data=DATA.yaml] [imgsz=640]
+        writes sparse_pruned.pt (or prune_out) and prints the before/after report (mAP too with data=).
+
+The same arguments work with the stock CLI: `yolo train ... sparsity=1e-2`, `yolo train ... prune=0.5`,
+`yolo prune model=sparse.pt prune=0.5`.
+"""
+
+
+def parse_value(v: str):
+    """'1e-2' -> 0.01, '8' -> 8, 'true' -> True, 'none' -> None, else the string."""
+    low = v.lower()
+    if low in {"true", "false"}:
+        return low == "true"
+    if low == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
+
+
+def parse_args(argv: list[str]) -> dict:
+    from ultra_prune.errors import UltraPruneError
+
+    out = {}
+    for a in argv:
+        if "=" not in a:
+            raise UltraPruneError(f"argument '{a}' is not key=value; e.g. ultra-prune prune model=x.pt prune=0.5")
+        k, v = a.split("=", 1)
+        out[k.strip()] = parse_value(v.strip())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ultra-prune`` console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in {"help", "-h", "--help"}:
+        print(HELP)
+        return 0
+    from ultra_prune.errors import UltraPruneError
+
+    command, rest = argv[0], argv[1:]
+    try:
+        import ultra_prune  # noqa: F401  (applies the patches)
+
+        kwargs = parse_args(rest)
+        if command == "demo":
+            from ultra_prune.demo import run
+
+            allowed = {"out", "epochs", "data", "model", "imgsz", "sparsity", "sparsity_mode", "prune", "batch", "exist_ok"}
+            unknown = sorted(set(kwargs) - allowed)
+            if unknown:
+                raise UltraPruneError(f"unknown demo argument(s) {unknown}; valid: {sorted(allowed)}")
+            run(**kwargs)
+        elif command == "prune":
+            from ultra_prune.api import prune
+
+            if "model" not in kwargs:
+                raise UltraPruneError("'model' is missing; e.g. ultra-prune prune model=sparse.pt prune=0.5")
+            allowed = {"model", "prune", "prune_round", "prune_min", "prune_out", "exist_ok", "data", "imgsz", "batch"}
+            unknown = sorted(set(kwargs) - allowed)
+            if unknown:
+                raise UltraPruneError(f"unknown prune argument(s) {unknown}; valid: {sorted(allowed)}")
+            prune(kwargs.pop("model"), **kwargs)
+        else:
+            raise UltraPruneError(f"unknown command '{command}'; use 'ultra-prune demo' or 'ultra-prune prune' (see --help)")
+    except UltraPruneError as e:
+        print(f"ERROR ❌ ultra-prune: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run() -> None:
+    """Console-script wrapper: exit with main()'s code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
