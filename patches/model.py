@@ -35,6 +35,7 @@ def prune(self, **kwargs):
     from ultra_prune.api import prune as prune_job
 
     kwargs.pop("mode", None)
+    kwargs.pop("model", None)  # the CLI passes model=<path> along with the overrides; it is this object
     kwargs.setdefault("imgsz", self.overrides.get("imgsz", 640))
     validate(kwargs)
     source = self.ckpt_path if getattr(self, "ckpt_path", None) else self.model

@@ -15,6 +15,17 @@ def default_output(path) -> Path:
     return p.with_name(f"{p.stem}_pruned{p.suffix or '.pt'}")
 
 
+def check_prune_args(prune, prune_round=None, prune_min=None, resume=None) -> None:
+    """Raise UltraPruneError for arguments the prune command cannot use (stricter than training: prune is required)."""
+    if prune is None:
+        raise UltraPruneError("'prune' is missing; give the fraction of channels to remove, e.g. prune=0.5")
+    if isinstance(prune, bool):
+        raise UltraPruneError(f"'prune={prune}' is not a number; use e.g. prune=0.5")
+    if isinstance(prune, (int, float)) and prune == 0:  # validate() lets 0 through: it means 'off' for training
+        raise UltraPruneError("'prune=0' removes nothing; give the fraction of channels to remove in (0, 1), e.g. prune=0.5")
+    validate({"prune": prune, "prune_round": prune_round, "prune_min": prune_min, "resume": resume})
+
+
 def _map50_95(weights, data, imgsz, batch) -> float:
     from ultralytics import YOLO
 
@@ -36,15 +47,15 @@ def prune(model, prune: float = 0.5, prune_round: int = EXTRA_DEFAULTS["prune_ro
     """
     from ultralytics.utils import LOGGER, colorstr
 
-    from ultra_prune.checkpoint import check_output, load_model, save_model
+    from ultra_prune.checkpoint import check_input, check_output, load_model, save_model
     from ultra_prune.pruning import prune_model
     from ultra_prune.report import PruneReport
 
-    validate({"prune": prune, "prune_round": prune_round, "prune_min": prune_min})
-    if not prune:
-        raise UltraPruneError("'prune' is missing; give the fraction of channels to remove, e.g. prune=0.5")
+    check_prune_args(prune, prune_round, prune_min, _ignored.get("resume"))
     source = Path(model) if isinstance(model, (str, Path)) else None
     ckpt = {}
+    if source is not None:
+        check_input(source)  # input errors first: they are the ones to fix first
     out = Path(prune_out) if prune_out else (default_output(source) if source else None)
     if out is not None:
         check_output(out, exist_ok)
@@ -54,7 +65,8 @@ def prune(model, prune: float = 0.5, prune_round: int = EXTRA_DEFAULTS["prune_ro
     prefix = colorstr("ultra-prune:")
     if not info["pruned"]:
         LOGGER.info(f"{prefix} nothing to prune: every prunable layer is already at its floor "
-                    f"(prune_min={prune_min}, prune_round={prune_round}); no file written")
+                    f"(prune_min={prune_min}, prune_round={prune_round}); no file written. "
+                    "Lower prune_min= (or prune_round=) to prune further")
         return None, None
     report = PruneReport.build(model, pruned, info, prune, int(prune_round), int(prune_min), imgsz)
     if out is not None:

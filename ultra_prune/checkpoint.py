@@ -37,24 +37,40 @@ def load_model(path):
         model, ckpt = load(str(p), device="cpu", fuse=False)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
         raise UltraPruneError(
-            f"checkpoint '{p}' could not be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-            "the file is truncated or not a torch checkpoint; use an intact .pt from training"
+            f"checkpoint '{p}' could not be read ({_root_cause(e)}); "
+            "it is truncated, corrupted or not a torch checkpoint; use an intact .pt from training"
         ) from None
+    if not isinstance(model, torch.nn.Module):
+        raise UltraPruneError(f"checkpoint '{p}' holds no model; use the .pt of a training run")
     return model.float(), ckpt
+
+
+def _root_cause(e: BaseException) -> str:
+    """``Type: first line`` of the innermost cause of ``e`` (ultralytics wraps torch's error in its own)."""
+    seen = set()
+    while (e.__cause__ or e.__context__) is not None and id(e) not in seen:
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    text = " ".join(str(e).split())  # one line
+    return f"{type(e).__name__}: {text[:100]}{'...' if len(text) > 100 else ''}" if text else type(e).__name__
 
 
 def check_output(path, exist_ok: bool = False) -> Path:
     """Raise UltraPruneError if ``path`` exists (and not ``exist_ok``) or its folder is not writable."""
     p = Path(path)
-    if p.exists() and not exist_ok:
+    if p.is_dir():
+        raise UltraPruneError(f"output '{p}' is a directory; pass a file path, e.g. prune_out={p / 'pruned.pt'}")
+    if (p.exists() or p.is_symlink()) and not exist_ok:
         raise UltraPruneError(f"output '{p}' already exists and is left untouched; pass another prune_out= or exist_ok=True")
-    folder = p.parent if str(p.parent) else Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UltraPruneError(f"output folder '{folder}' cannot be created ({e.strerror}); choose a writable prune_out=") from None
-    if not os.access(folder, os.W_OK):
-        raise UltraPruneError(f"output folder '{folder}' is not writable; choose a writable prune_out=")
+    folder = p.absolute().parent
+    existing = folder  # nothing is created here: the missing folders are made by save_model, right before writing
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"cannot be created: '{existing}' is a file"
+        raise UltraPruneError(f"output folder '{folder}' {where}, not a folder; choose a writable prune_out=")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UltraPruneError(f"output folder '{existing}' is not writable; choose a writable prune_out=")
     return p
 
 
@@ -90,5 +106,12 @@ def save_model(model, path, ckpt: dict | None = None, exist_ok: bool = False) ->
         epoch=-1, best_fitness=None, model=m, ema=None, updates=None, optimizer=None,
         date=datetime.now().isoformat(), version=__version__, **{MARKER: getattr(model, MARKER, None)},
     )
-    atomic_write(p, lambda tmp: torch.save(ckpt, tmp))
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(p, lambda tmp: torch.save(ckpt, tmp))
+    except (OSError, RuntimeError) as e:  # disk full, quota, permissions (torch's zip writer raises RuntimeError)
+        raise UltraPruneError(
+            f"could not write '{p}' ({_root_cause(e)}); any file already there is left untouched; "
+            "free some space or choose another prune_out="
+        ) from None
     return p

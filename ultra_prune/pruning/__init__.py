@@ -31,7 +31,8 @@ def check_prunable(model: nn.Module) -> None:
 
     if not isinstance(model, nn.Module) or not isinstance(getattr(model, "model", None), nn.Sequential):
         raise UltraPruneError(f"expected an ultralytics model (a DetectionModel), got {type(model).__name__}")
-    task = guess_model_task(model)
+    yaml = getattr(model, "yaml", None)  # the architecture, not checkpoint args (which default task to 'detect')
+    task = (guess_model_task(yaml) if isinstance(yaml, dict) else None) or guess_model_task(model)
     if task != "detect" or type(model.model[-1]).__name__ not in {"Detect", "v10Detect"}:
         raise UltraPruneError(
             f"task '{task}' ({type(model).__name__} with a {type(model.model[-1]).__name__} head) is not supported "
