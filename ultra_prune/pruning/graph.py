@@ -228,10 +228,11 @@ class ChannelGraph:
         x = self.fixed_signal(in_channels, "model input")
         for i, m in enumerate(model.model):
             f = getattr(m, "f", -1)
-            if isinstance(f, int):
-                inp = x if f == -1 else outputs[f]
-            else:
-                inp = [x if j == -1 else outputs[j] for j in f]
+
+            def source(j, i=i, x=x):  # as ultralytics' _predict_once: -1 the previous layer, j < 0 layer i + j
+                return x if j == -1 else outputs[j if j >= 0 else i + j]
+
+            inp = source(f) if isinstance(f, int) else [source(j) for j in f]
             x = self.run(m, inp)
             outputs[i] = x
         if isinstance(x, Signal):  # a backbone-only model: its output leaves the model
