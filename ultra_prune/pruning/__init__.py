@@ -38,7 +38,9 @@ def check_prunable(model: nn.Module) -> None:
             f"task '{task}' ({type(model).__name__} with a {type(model.model[-1]).__name__} head) is not supported "
             "by the detection pruner yet; prune a detection model (e.g. yolov8n.yaml, task=detect)"
         )
-    if any(hasattr(m, "conv") and hasattr(m, "forward_fuse") and not hasattr(m, "bn") for m in model.modules()):
+    # a fused Conv lost its bn; blocks whose ``conv`` is itself a Conv (RepVGGDW, yolov10) have no bn of their own
+    if any(isinstance(getattr(m, "conv", None), nn.Conv2d) and hasattr(m, "forward_fuse") and not hasattr(m, "bn")
+           for m in model.modules()):
         raise UltraPruneError(
             "the model is fused (BatchNorm folded into the convs by fuse(), e.g. after predict/val), so the BN "
             "scales pruning ranks are gone; load the unfused checkpoint from disk (YOLO('x.pt')) and prune that"
