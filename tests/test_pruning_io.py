@@ -1,0 +1,198 @@
+"""Pruned checkpoints in the outside world: the report, ``ultra_prune.api.prune`` on files, ``yolo prune``,
+ONNX export, and loading with plain ultralytics (ultra-prune disabled) in a fresh interpreter.
+
+Checkpoints come from ``DetectionModel('yolov8n.yaml')`` with randomised BN scales, written by
+``ultra_prune.checkpoint.save_model``: no training, no downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ultra_prune.api import prune
+from ultra_prune.checkpoint import load_model, save_model
+from ultra_prune.errors import UltraPruneError
+from ultra_prune.pruning import is_pruned, prune_model
+
+IMGSZ = 64
+NC = 4  # the classes of conftest's generated dataset
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def random_model(seed: int = 0):
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(seed)
+    model = DetectionModel("yolov8n.yaml", nc=NC, verbose=False)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.01)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """An unpruned checkpoint; tests copy it before pruning so each gets its own folder."""
+    return save_model(random_model(), tmp_path_factory.mktemp("ckpt") / "x.pt")
+
+
+@pytest.fixture
+def x_pt(ckpt, tmp_path) -> Path:
+    return Path(shutil.copy(ckpt, tmp_path / "x.pt"))
+
+
+@pytest.fixture(scope="module")
+def pruned_ckpt(ckpt, tmp_path_factory):
+    """(path, parameter count) of ``x_pruned.pt`` written by ``api.prune`` from a checkpoint on disk."""
+    src = Path(shutil.copy(ckpt, tmp_path_factory.mktemp("pruned") / "x.pt"))
+    model, report = prune(src, prune=0.5, imgsz=IMGSZ, verbose=False)
+    return Path(report.output), n_params(model)
+
+
+def env(**extra) -> dict:
+    return {**os.environ, "YOLO_OFFLINE": "1", **extra}
+
+
+# --- the report -----------------------------------------------------------------------------------------------
+def test_report_rows_and_totals():
+    model = random_model()
+    pruned, report = prune(model, prune=0.5, imgsz=IMGSZ, verbose=False)
+    text = report.text()
+    assert report.output is None  # a module input writes nothing unless prune_out is given
+    assert len(report.layers) == len(model.model)
+    rows = [line.split() for line in text.splitlines()]
+    for i, t, b, a in report.layers:
+        assert [str(i), t, str(b), str(a)] == rows[1 + i][:4]  # one row per layer, in order, under the header
+        assert ("*" in rows[1 + i]) == (a != b)
+    changed = [row for row in report.layers if row[3] != row[2]]
+    assert changed and all(a < b for _, _, b, a in changed)
+    assert report.params == (n_params(model), n_params(pruned))
+    assert report.params[1] < report.params[0]
+    assert 0 < report.gflops[1] < report.gflops[0]
+    assert f"{report.params[0]:,}" in text and f"{report.params[1]:,}" in text
+    assert f"GFLOPs @{IMGSZ}" in text and "parameters" in text
+    assert f"{report.removed_channels}/{report.prunable_channels}" in text
+
+
+def test_report_save(tmp_path):
+    _, report = prune(random_model(), prune=0.3, imgsz=IMGSZ, verbose=False)
+    report.save(tmp_path / "r.txt")
+    report.save(tmp_path / "r.json")
+    assert (tmp_path / "r.txt").read_text().strip() == report.text()
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["params"] == list(report.params) and data["prune"] == 0.3
+
+
+# --- api.prune on files ---------------------------------------------------------------------------------------
+def test_prune_path_writes_stem_pruned(x_pt):
+    model, report = prune(x_pt, prune=0.5, imgsz=IMGSZ, verbose=False)
+    out = x_pt.with_name("x_pruned.pt")
+    assert report.output == str(out) and out.is_file()
+    assert sorted(p.name for p in x_pt.parent.iterdir()) == ["x.pt", "x_pruned.pt"]  # no stray temp files
+    loaded, ckpt = load_model(out)
+    assert is_pruned(loaded) and ckpt["ultra_prune"] == getattr(model, "ultra_prune")
+    assert n_params(loaded) == n_params(model) == report.params[1] < report.params[0]
+    assert report.file_mb[1] < report.file_mb[0]
+
+
+def test_prune_refuses_to_overwrite(x_pt):
+    out = x_pt.with_name("x_pruned.pt")
+    out.write_bytes(b"precious")
+    before = out.stat().st_mtime_ns
+    with pytest.raises(UltraPruneError, match="already exists"):
+        prune(x_pt, prune=0.5, imgsz=IMGSZ, verbose=False)
+    assert out.read_bytes() == b"precious" and out.stat().st_mtime_ns == before
+    assert sorted(p.name for p in x_pt.parent.iterdir()) == ["x.pt", "x_pruned.pt"]
+    prune(x_pt, prune=0.5, imgsz=IMGSZ, verbose=False, exist_ok=True)  # ...unless asked to
+    assert is_pruned(load_model(out)[0])
+
+
+def test_prune_out(x_pt, tmp_path):
+    out = tmp_path / "sub" / "small.pt"
+    prune(x_pt, prune=0.5, imgsz=IMGSZ, verbose=False, prune_out=out)
+    assert out.is_file() and not x_pt.with_name("x_pruned.pt").exists()
+
+
+def test_yolo_prune_cli(x_pt):
+    yolo = str(Path(sys.executable).parent / "yolo")
+    cmd = [yolo, "prune", f"model={x_pt}", "prune=0.5"]
+    r = subprocess.run(cmd, cwd=x_pt.parent, env=env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = x_pt.with_name("x_pruned.pt")
+    assert out.is_file() and is_pruned(load_model(out)[0])
+    data = out.read_bytes()
+    r = subprocess.run(cmd, cwd=x_pt.parent, env=env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "already exists" in r.stdout + r.stderr
+    assert out.read_bytes() == data
+
+
+# --- ONNX -----------------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_onnx_export_matches_torch(tmp_path):
+    import onnxruntime as ort
+    from ultralytics import YOLO
+
+    original = random_model()
+    pruned, _ = prune_model(original, 0.5, 8, 8)
+    path = save_model(pruned, tmp_path / "p.pt")
+    onnx_path = YOLO(str(path)).export(format="onnx", imgsz=IMGSZ, verbose=False)
+    reference, _ = load_model(path)  # the fp16-stored weights, as the export saw them
+    reference.eval()
+    x = torch.rand(1, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = reference(x)[0].numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        assert got.shape == tuple(original.eval()(x)[0].shape)
+    for part in (slice(0, 4), slice(4, None)):  # boxes (pixels) and class scores (here ~1e-3), each on its scale
+        a, b = got[:, part], want[:, part]
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * np.abs(b).max())
+
+
+# --- plain ultralytics ----------------------------------------------------------------------------------------
+PLAIN = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from ultralytics import YOLO
+
+    path, data, project = sys.argv[1:4]
+    assert "ultra_prune" not in sys.modules
+    model = YOLO(path)
+    params = sum(p.numel() for p in model.model.parameters())
+    results = model.predict(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8), imgsz=64,
+                            verbose=False)
+    metrics = model.val(data=data, imgsz=64, batch=8, plots=False, verbose=False, project=project, name="val")
+    onnx = model.export(format="onnx", imgsz=64, verbose=False)
+    print(json.dumps({"params": params, "boxes": len(results[0].boxes), "map": float(metrics.box.map),
+                      "onnx": str(onnx), "ultra_prune": [m for m in sys.modules if m.startswith("ultra_prune")]}))
+""")
+
+
+def test_plain_ultralytics_loads_pruned_checkpoint(pruned_ckpt, data_yaml, tmp_path):
+    path, params = pruned_ckpt
+    r = subprocess.run([sys.executable, "-c", PLAIN, str(path), str(data_yaml), str(tmp_path / "runs")],
+                       cwd=tmp_path, env=env(ULTRA_PRUNE_DISABLE="1"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["ultra_prune"] == []
+    assert result["params"] == params < n_params(random_model())
+    assert 0.0 <= result["map"] <= 1.0
+    assert Path(result["onnx"]).is_file()
