@@ -24,10 +24,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=8, help="sparse-training epochs of every row")
     ap.add_argument("--base-epochs", type=int, default=12)
-    ap.add_argument("--lams", type=float, nargs="+", default=[0.05, 0.5])
-    ap.add_argument("--modes", nargs="+", default=["prox", "grad"])
+    ap.add_argument("--lams", type=float, nargs="+", default=[1.0, 2.0])
+    ap.add_argument("--modes", nargs="+", default=["prox", "polar", "grad"])
     ap.add_argument("--optimizers", nargs="+", default=["SGD", "AdamW", "auto"])
     ap.add_argument("--out", default="runs/bench_sparsity")
+    ap.add_argument("--reuse", action="store_true", help="keep rows whose last.pt already exists in --out")
     a = ap.parse_args()
     out = Path(a.out).resolve()
     data = dataset(out / "data")
@@ -39,8 +40,10 @@ def main():
     for mode, opt, lam in itertools.product(a.modes, a.optimizers, a.lams):
         name = f"{mode}_{opt}_{lam:g}"
         t = time.time()
-        last = train(base, data, out, name, epochs=a.epochs, optimizer=opt, lr0=0.01, nbs=16, sparsity=lam,
-                     sparsity_mode=mode, warmup_epochs=1)
+        last = out / name / "weights" / "last.pt"
+        if not (a.reuse and last.exists()):
+            last = train(base, data, out, name, epochs=a.epochs, optimizer=opt, lr0=0.01, nbs=16, sparsity=lam,
+                         sparsity_mode=mode, warmup_epochs=1)
         pruned_pt = out / f"{name}_pruned.pt"
         prune(last, prune=0.5, prune_out=pruned_pt, exist_ok=True, imgsz=128, verbose=False)
         row = {"mode": mode, "optimizer": opt, "lam": lam, **sparsity_of(last), "map": map50_95(last, data),

@@ -154,3 +154,10 @@ def test_sparse_training_through_the_yolo_cli(tmp_path, data_yaml):
     assert r.returncode == 0, r.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "cli" / "results.csv")))
     assert float(rows[-1]["sparsity/gamma_mean"]) < 0.95
+
+
+def test_polarize_zeroes_below_mean_and_keeps_the_rest():
+    p = torch.tensor([1.0, 0.9, 0.1, -0.05, 0.02])  # mean |p| = 0.414
+    BNSparsity(1.0).polarize([p], 0.03)  # below the mean: shrink by 0.06
+    torch.testing.assert_close(p, torch.tensor([1.0, 0.9, 0.04, 0.0, 0.0]))
+

@@ -11,13 +11,13 @@ EXTRA_DEFAULTS = {
     "sparsity": 0.0,  # L1 strength on BatchNorm2d weights (gamma); 0 = off
     "sparsity_beta": 0.0,  # L1 strength on BatchNorm2d biases (beta)
     "sparsity_decay": 0.1,  # lambda falls linearly to this fraction of its start over the run
-    "sparsity_mode": "prox",  # 'prox' (soft-threshold after each step) or 'grad' (add lambda*sign to the gradient)
+    "sparsity_mode": "prox",  # 'prox' / 'polar' (soft-threshold after each step) or 'grad' (lambda*sign in the gradient)
     "prune": 0.0,  # fraction of prunable channels to remove (0 = no pruning)
     "prune_round": 8,  # kept channel counts are rounded up to a multiple of this
     "prune_min": 8,  # per-layer floor of kept channels
     "prune_out": None,  # where `yolo prune` writes the pruned checkpoint (default: <model>_pruned.pt)
 }
-SPARSITY_MODES = ("prox", "grad")
+SPARSITY_MODES = ("prox", "polar", "grad")
 
 
 def _number(key, value, lo, hi, lo_open, hi_open, example, integer=False):

@@ -87,8 +87,28 @@ class BNSparsity:
         torch._foreach_mul_(mags, torch._foreach_sign(params))
         torch._foreach_copy_(params, mags)
 
-    def proximal_step(self, optimizer: torch.optim.Optimizer, epoch: int) -> None:
-        """Soft-threshold gamma (and beta) by their parameter group's learning rate times lam_e."""
+    @torch.no_grad()
+    def polarize(self, params: list[torch.Tensor], amount: float) -> None:
+        """Polarising proximal step: per tensor (one BN layer), entries with |p| under the layer's mean |p| are
+        soft-thresholded by ``2 * amount``, the others are left alone.
+
+        This is the prox of the polarisation regulariser ``t*|p| - |p - mean(p)|`` at t=1 (Zhuang et al., 2020):
+        plain L1 shrinks a layer's scales together (BatchNorm makes that nearly free for the loss), while this
+        splits them into a group driven to exactly 0 and a group that keeps its scale.
+        """
+        if not params or amount <= 0:
+            return
+        mags = torch._foreach_abs(params)
+        means = [m.mean() for m in mags]
+        shrink = [(m < mu).to(m.dtype) * (2 * amount) for m, mu in zip(mags, means)]
+        torch._foreach_sub_(mags, shrink)
+        torch._foreach_clamp_min_(mags, 0.0)
+        torch._foreach_mul_(mags, torch._foreach_sign(params))
+        torch._foreach_copy_(params, mags)
+
+    def proximal_step(self, optimizer: torch.optim.Optimizer, epoch: int, polar: bool = False) -> None:
+        """Soft-threshold gamma (and beta) by their parameter group's learning rate times lam_e
+        (``polar``: the polarising variant for gamma, see ``polarize``)."""
         if (id(optimizer), self._model_id) != self._optimizer_key:
             gammas, betas = {id(p) for p in self._gammas}, {id(p) for p in self._betas}
             self._groups = [
@@ -97,6 +117,7 @@ class BNSparsity:
             ]
             self._optimizer_key = (id(optimizer), self._model_id)
         f = self.factor(epoch)
+        shrink_gamma = self.polarize if polar else self.soft_threshold
         for group, gammas, betas in self._groups:
-            self.soft_threshold(gammas, group["lr"] * self.lam * f)
+            shrink_gamma(gammas, group["lr"] * self.lam * f)
             self.soft_threshold(betas, group["lr"] * self.lam_beta * f)

@@ -108,11 +108,12 @@ class SlimDetectionTrainer(DetectionTrainer):
         super().optimizer_step()
 
     def build_optimizer(self, model, *args, **kwargs):
-        """The stock optimizer; in prox mode with a post-step hook that soft-thresholds gamma/beta."""
+        """The stock optimizer; in prox/polar mode with a post-step hook that soft-thresholds gamma/beta."""
         optimizer = super().build_optimizer(model, *args, **kwargs)
-        if self.sparsity and self.args.sparsity_mode == "prox":
+        if self.sparsity and self.args.sparsity_mode in {"prox", "polar"}:
             self.sparsity.bind(_unwrap(model))
-            optimizer.register_step_post_hook(lambda opt, _a, _k: self.sparsity.proximal_step(opt, self.epoch))
+            polar = self.args.sparsity_mode == "polar"
+            optimizer.register_step_post_hook(lambda opt, _a, _k: self.sparsity.proximal_step(opt, self.epoch, polar))
         return optimizer
 
     def save_metrics(self, metrics):
