@@ -196,3 +196,15 @@ def test_plain_ultralytics_loads_pruned_checkpoint(pruned_ckpt, data_yaml, tmp_p
     assert result["params"] == params < n_params(random_model())
     assert 0.0 <= result["map"] <= 1.0
     assert Path(result["onnx"]).is_file()
+
+
+def test_written_checkpoint_has_normal_permissions(tmp_path):
+    import os
+
+    from ultra_prune.checkpoint import atomic_write
+
+    target = tmp_path / "f.bin"
+    atomic_write(target, lambda tmp: open(tmp, "wb").write(b"x"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
