@@ -70,9 +70,9 @@ def wrap_entrypoint(entrypoint):
             precheck((debug.split(" ") if debug else sys.argv)[1:])
             return entrypoint(debug, *args, **kwargs)
         except UltraPruneError as e:
-            from ultralytics.utils import LOGGER
+            from ultra_prune.patches.compat import log
 
-            LOGGER.error(f"ultra-prune: {e}")
+            log("error", f"ultra-prune: {e}")
             sys.exit(2)
 
     wrapper._ultra_prune = True

@@ -1,8 +1,37 @@
 """Fixes for old ultralytics releases on a current torch/numpy stack."""
 
+import logging
 import os
 
 from ultra_prune.hookspecs import hookimpl
+
+PREFIXES = {"warning": "WARNING ⚠️", "error": "ERROR ❌"}
+
+
+def _formatter_prefixes(logger: logging.Logger, level: int, word: str) -> bool:
+    """Whether ``logger``'s handlers already prefix records of ``level`` with ``word``: newer ultralytics' formatter
+    does; older releases (8.3.100 and before, at least) format a bare ``%(message)s`` and put the prefix in each
+    message themselves."""
+    record = logging.LogRecord(logger.name, level, __file__, 0, "", None, None)
+    for handler in logger.handlers:
+        try:
+            if word in (handler.formatter or logging.Formatter()).format(record):
+                return True
+        except Exception:  # noqa: BLE001 - a custom formatter that cannot format a bare record
+            continue
+    return False
+
+
+def log(level: str, message: str) -> None:
+    """Log ``message`` at ``level`` ('warning' or 'error') through ultralytics' LOGGER as ``WARNING ⚠️ <message>`` /
+    ``ERROR ❌ <message>``, adding the prefix only where the LOGGER's formatter does not."""
+    from ultralytics.utils import LOGGER
+
+    prefix = PREFIXES[level]
+    levelno = getattr(logging, level.upper())
+    if not _formatter_prefixes(LOGGER, levelno, prefix.split()[0]):
+        message = f"{prefix} {message}"
+    LOGGER.log(levelno, message)
 
 
 @hookimpl
