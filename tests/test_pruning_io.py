@@ -208,3 +208,11 @@ def test_written_checkpoint_has_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_report_onnx_sizes_and_parity_on_request(x_pt, tmp_path):
+    _, report = prune(x_pt, prune=0.5, prune_onnx=True, imgsz=64, verbose=False)
+    before, after = report.onnx_mb
+    assert 0 < after < before and report.onnx_parity < 1e-4
+    assert "ONNX MB" in report.text()
+    assert sorted(p.name for p in x_pt.parent.iterdir()) == sorted([x_pt.name, f"{x_pt.stem}_pruned.pt"])  # no litter

@@ -35,14 +35,40 @@ def _map50_95(weights, data, imgsz, batch) -> float:
     return float(metrics.box.map)
 
 
+def onnx_size_and_parity(before, after, imgsz) -> tuple[tuple[float, float], float]:
+    """Export both checkpoints to ONNX in a temporary folder; return (MB before, MB after) and the largest
+    |onnxruntime - torch| difference of the pruned model's output on a random image (relative to its scale)."""
+    import shutil
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from ultralytics import YOLO
+
+    sizes = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, weights in enumerate((before, after)):
+            local = Path(tmp) / f"m{i}.pt"
+            shutil.copyfile(weights, local)
+            sizes.append(Path(YOLO(str(local)).export(format="onnx", imgsz=imgsz, verbose=False)).stat().st_size / 1e6)
+        x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+        sess = ort.InferenceSession(str(Path(tmp) / "m1.onnx"), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        model = YOLO(str(Path(tmp) / "m1.pt")).model.float().eval()
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x))
+        ref = (ref[0] if isinstance(ref, (list, tuple)) else ref).numpy()
+    return (sizes[0], sizes[1]), float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+
 def prune(model, prune: float = 0.5, prune_round: int = EXTRA_DEFAULTS["prune_round"],
           prune_min: int = EXTRA_DEFAULTS["prune_min"], prune_out=None, exist_ok: bool = False, data=None,
-          imgsz: int = 640, batch: int = 16, verbose: bool = True, **_ignored):
+          imgsz: int = 640, batch: int = 16, prune_onnx: bool = False, verbose: bool = True, **_ignored):
     """Prune ``model`` (a checkpoint path or a DetectionModel) and return ``(pruned_model, report)``.
 
     A path input writes ``<stem>_pruned.pt`` beside it (or ``prune_out``), atomically and never over an
     existing file unless ``exist_ok``. A module input is written only when ``prune_out`` is given. With ``data``
-    the report also holds mAP50-95 before/after. When every layer is already at its floor nothing is written
+    the report also holds mAP50-95 before/after, with ``prune_onnx`` ONNX sizes and onnxruntime parity. When every layer is already at its floor nothing is written
     and ``pruned_model`` is None.
     """
     from ultralytics.utils import LOGGER, colorstr
@@ -76,6 +102,8 @@ def prune(model, prune: float = 0.5, prune_round: int = EXTRA_DEFAULTS["prune_ro
             report.file_mb = (source.stat().st_size / 1e6, out.stat().st_size / 1e6)
             if data:
                 report.map50_95 = (_map50_95(source, data, imgsz, batch), _map50_95(out, data, imgsz, batch))
+            if prune_onnx:
+                report.onnx_mb, report.onnx_parity = onnx_size_and_parity(source, out, imgsz)
     if verbose:
         LOGGER.info(f"{prefix} pruned {info['removed_channels']}/{info['prunable_channels']} channels\n{report.text()}")
         if out is not None:

@@ -15,6 +15,7 @@ EXTRA_DEFAULTS = {
     "prune": 0.0,  # fraction of prunable channels to remove (0 = no pruning)
     "prune_round": 8,  # kept channel counts are rounded up to a multiple of this
     "prune_min": 8,  # per-layer floor of kept channels
+    "prune_onnx": False,  # `yolo prune`: also report ONNX sizes and onnxruntime-vs-torch parity
     "prune_out": None,  # where `yolo prune` writes the pruned checkpoint (default: <model>_pruned.pt)
 }
 SPARSITY_MODES = ("prox", "polar", "grad")

@@ -12,8 +12,9 @@ HELP = """ultra-prune — network slimming for Ultralytics YOLO
         'epochs' scales every stage (1.0 = 20/10/10 epochs).
 
     ultra-prune prune model=sparse.pt prune=0.5 [prune_round=8] [prune_min=8] [prune_out=PATH] [exist_ok=False]
-                      [data=DATA.yaml] [imgsz=640]
-        writes sparse_pruned.pt (or prune_out) and prints the before/after report (mAP too with data=).
+                      [data=DATA.yaml] [imgsz=640] [prune_onnx=False]
+        writes sparse_pruned.pt (or prune_out) and prints the before/after report (mAP too with data=,
+        ONNX sizes and onnxruntime parity with prune_onnx=True).
 
 The same arguments work with the stock CLI: `yolo train ... sparsity=1e-2`, `yolo train ... prune=0.5`,
 `yolo prune model=sparse.pt prune=0.5`.
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
             if "model" not in kwargs:
                 raise UltraPruneError("'model' is missing; e.g. ultra-prune prune model=sparse.pt prune=0.5")
-            allowed = {"model", "prune", "prune_round", "prune_min", "prune_out", "exist_ok", "data", "imgsz", "batch"}
+            allowed = {"model", "prune", "prune_round", "prune_min", "prune_out", "prune_onnx", "exist_ok", "data", "imgsz",
+                       "batch"}
             unknown = sorted(set(kwargs) - allowed)
             if unknown:
                 raise UltraPruneError(f"unknown prune argument(s) {unknown}; valid: {sorted(allowed)}")

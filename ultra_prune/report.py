@@ -33,6 +33,8 @@ class PruneReport:
     left_intact: list = field(default_factory=list)
     file_mb: tuple | None = None
     map50_95: tuple | None = None
+    onnx_mb: tuple | None = None
+    onnx_parity: float | None = None  # max |onnxruntime - torch| / max |torch| of the pruned model
     output: str | None = None
 
     @classmethod
@@ -60,6 +62,9 @@ class PruneReport:
             lines.append(pair("file MB", self.file_mb, "{:.2f}"))
         if self.map50_95:
             lines.append(pair("mAP50-95", self.map50_95, "{:.4f}"))
+        if self.onnx_mb:
+            lines.append(pair("ONNX MB", self.onnx_mb, "{:.2f}"))
+            lines.append(f"onnxruntime vs torch (pruned): max relative difference {self.onnx_parity:.2e}")
         lines.append(f"channels removed: {self.removed_channels}/{self.prunable_channels} prunable "
                      f"(prune={self.prune}, prune_round={self.prune_round}, prune_min={self.prune_min})")
         if self.left_intact:
