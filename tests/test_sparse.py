@@ -129,7 +129,7 @@ FAST = dict(optimizer="SGD", lr0=0.05, warmup_epochs=0, nbs=8, seed=0, determini
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["prox", "grad"])
+@pytest.mark.parametrize("mode", ["polar", "prox", "grad"])
 def test_sparse_training_shrinks_gamma(tmp_path, data_yaml, mode):
     from ultralytics import YOLO
 
@@ -161,3 +161,19 @@ def test_polarize_zeroes_below_mean_and_keeps_the_rest():
     BNSparsity(1.0).polarize([p], 0.03)  # below the mean: shrink by 0.06
     torch.testing.assert_close(p, torch.tensor([1.0, 0.9, 0.04, 0.0, 0.0]))
 
+
+
+@pytest.mark.parametrize("now_mean, now_frac, warns", [(0.99, 0.0, True), (0.6, 0.0, False), (0.99, 0.3, False)])
+def test_stall_warning_once_with_the_fix(mocker, now_mean, now_frac, warns):
+    import ultra_prune.trainer as tr
+
+    warn = mocker.patch.object(tr.LOGGER, "warning")
+    t = SlimDetectionTrainer.__new__(SlimDetectionTrainer)
+    t.sparsity, t.stall_warned, t.epoch = BNSparsity(1.0), False, tr.STALL_EPOCHS - 1
+    t.stats_first = {"sparsity/gamma<0.01": 0.0, "sparsity/gamma_mean": 1.0}
+    now = {"sparsity/gamma<0.01": now_frac, "sparsity/gamma_mean": now_mean}
+    t.warn_if_stalled(now)
+    t.warn_if_stalled(now)
+    assert warn.call_count == (1 if warns else 0)
+    if warns:
+        assert "sparsity_mode=polar" in warn.call_args[0][0] and "sparsity=" in warn.call_args[0][0]

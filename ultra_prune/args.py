@@ -11,7 +11,7 @@ EXTRA_DEFAULTS = {
     "sparsity": 0.0,  # L1 strength on BatchNorm2d weights (gamma); 0 = off
     "sparsity_beta": 0.0,  # L1 strength on BatchNorm2d biases (beta)
     "sparsity_decay": 0.1,  # lambda falls linearly to this fraction of its start over the run
-    "sparsity_mode": "prox",  # 'prox' / 'polar' (soft-threshold after each step) or 'grad' (lambda*sign in the gradient)
+    "sparsity_mode": "polar",  # 'polar' / 'prox' (soft-threshold after each step) or 'grad' (lambda*sign in the gradient)
     "prune": 0.0,  # fraction of prunable channels to remove (0 = no pruning)
     "prune_round": 8,  # kept channel counts are rounded up to a multiple of this
     "prune_min": 8,  # per-layer floor of kept channels
@@ -40,7 +40,7 @@ def validate(args: dict) -> None:
     if get("sparsity_decay") is not None:
         _number("sparsity_decay", get("sparsity_decay"), 0, 1, True, False, "0.1")
     if get("sparsity_mode") is not None and get("sparsity_mode") not in SPARSITY_MODES:
-        raise UltraPruneError(f"'sparsity_mode={get('sparsity_mode')}' is not one of {SPARSITY_MODES}; use e.g. sparsity_mode=prox")
+        raise UltraPruneError(f"'sparsity_mode={get('sparsity_mode')}' is not one of {SPARSITY_MODES}; use e.g. sparsity_mode=polar")
     if get("prune") not in (None, 0, 0.0):
         _number("prune", get("prune"), 0, 1, True, True, "0.5")
     if get("prune_round") is not None:

@@ -7,7 +7,7 @@ import sys
 HELP = """ultra-prune — network slimming for Ultralytics YOLO
 
     ultra-prune demo [out=ultra_prune_demo] [epochs=1.0] [data=DATA.yaml] [model=yolov8n.yaml] [imgsz=128]
-                     [sparsity=0.5] [sparsity_mode=prox] [prune=0.5] [exist_ok=False]
+                     [sparsity=2.0] [sparsity_mode=polar] [prune=0.5] [exist_ok=False]
         base training -> sparse training -> pruning -> fine-tuning -> ONNX, on a generated dataset by default;
         'epochs' scales every stage (1.0 = 20/10/10 epochs).
 

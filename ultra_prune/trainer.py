@@ -145,7 +145,8 @@ class SlimDetectionTrainer(DetectionTrainer):
             LOGGER.warning(
                 f"{PREFIX} after {self.epoch + 1} epochs sparse training has barely moved γ "
                 f"(|γ|<1e-2: {now['sparsity/gamma<0.01']:.1%}, mean |γ| down {shrunk:.1%}). "
-                f"Raise sparsity= (e.g. x10), use sparsity_mode=prox, or train with optimizer=SGD."
+                f"Raise sparsity= (e.g. x2-x10), use sparsity_mode=polar, and set optimizer=AdamW lr0=0.01 explicitly "
+                f"(optimizer=auto picks a learning rate too small to move γ in short runs)."
             )
 
     def plot_metrics(self):
