@@ -1,5 +1,7 @@
 """Fixes for old ultralytics releases on a current torch/numpy stack."""
 
+import functools
+import inspect
 import logging
 import os
 
@@ -34,6 +36,41 @@ def log(level: str, message: str) -> None:
     LOGGER.log(levelno, message)
 
 
+def _onnx_defaults_to_dynamo() -> bool:
+    """torch >= 2.9: ``torch.onnx.export`` defaults to ``dynamo=True``, the exporter that needs onnxscript."""
+    import torch.onnx
+
+    param = inspect.signature(torch.onnx.export).parameters.get("dynamo")
+    return param is not None and param.default is True
+
+
+def legacy_onnx_by_default(export):
+    """Wrap ``Model.export``: while it runs, ``torch.onnx.export`` calls that do not choose ``dynamo`` get the
+    TorchScript exporter that ultralytics was written for (what later ultralytics passes itself)."""
+
+    @functools.wraps(export)
+    def wrapper(self, *args, **kwargs):
+        if not _onnx_defaults_to_dynamo():
+            return export(self, *args, **kwargs)
+        import torch.onnx
+
+        original = torch.onnx.export
+
+        @functools.wraps(original)
+        def onnx_export(*a, **k):
+            k.setdefault("dynamo", False)
+            return original(*a, **k)
+
+        torch.onnx.export = onnx_export
+        try:
+            return export(self, *args, **kwargs)
+        finally:
+            torch.onnx.export = original
+
+    wrapper._ultra_prune = True
+    return wrapper
+
+
 @hookimpl
 def ultra_prune_patch(ultralytics):
     import numpy as np
@@ -49,3 +86,10 @@ def ultra_prune_patch(ultralytics):
 
     if not hasattr(patches, "torch_load"):
         os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+    # Old exporters call torch.onnx.export without dynamo=, which torch >= 2.9 turns into the dynamo exporter
+    # (an ImportError without onnxscript); the call-time gate in the wrapper leaves newer torch/ultralytics alone.
+    from ultralytics.engine.model import Model
+
+    if not getattr(Model.export, "_ultra_prune", False):
+        Model.export = legacy_onnx_by_default(Model.export)
