@@ -56,33 +56,6 @@ def table(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: dict, gammas: dict, path) -> Path:
-    """demo.png: mAP50-95 vs GFLOPs per stage, and |gamma| histograms before/after sparse training."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), tight_layout=True)
-    for name, r in rows.items():
-        a.scatter(r["gflops"], r["map50_95"], s=60)
-        a.annotate(name, (r["gflops"], r["map50_95"]), textcoords="offset points", xytext=(5, 5))
-    a.set_xlabel("GFLOPs")
-    a.set_ylabel("mAP50-95")
-    a.set_title("accuracy vs cost")
-    bins = np.logspace(-6, 1, 71)
-    for name, v in gammas.items():
-        b.hist(np.clip(v, 1e-6, None), bins=bins, alpha=0.55, label=f"{name} ({(v < 1e-2).mean():.0%} < 1e-2)")
-    b.set_xscale("log")
-    b.set_xlabel("|γ|")
-    b.set_title("BatchNorm |γ|")
-    b.legend()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return Path(path)
-
-
 def run(out="ultra_prune_demo", data=None, model="yolov8n.yaml", epochs=1.0, imgsz=128, sparsity=2.0,
         sparsity_mode="polar", prune=0.5, batch=16, exist_ok=False) -> dict:
     """Run the pipeline into folder ``out`` and return the per-stage measurements.
@@ -96,6 +69,7 @@ def run(out="ultra_prune_demo", data=None, model="yolov8n.yaml", epochs=1.0, img
     from ultralytics.utils import LOGGER, colorstr
 
     from ultra_prune.api import prune as prune_job
+    from ultra_prune.plots import plot_demo
     from ultra_prune.dataset import make_dataset
     from ultra_prune.sparsity import gamma_values
 
@@ -135,7 +109,7 @@ def run(out="ultra_prune_demo", data=None, model="yolov8n.yaml", epochs=1.0, img
     from ultra_prune.checkpoint import load_model
 
     gammas = {"base": gamma_values(load_model(base)[0]).numpy(), "sparse": gamma_values(load_model(sparse)[0]).numpy()}
-    png = plot(rows, gammas, out / "demo.png")
+    png = plot_demo(rows, gammas, out / "demo.png")
     summary = {"rows": rows, "epochs": n, "imgsz": imgsz, "sparsity": sparsity, "sparsity_mode": sparsity_mode,
                "prune": prune, "seconds": time.time() - t0}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
