@@ -41,9 +41,24 @@ def randomize_bn(model: nn.Module, seed: int = 0, zero_frac: float = 0.0) -> nn.
     return model
 
 
+def shipped(yaml: str) -> bool:
+    """Whether the installed ultralytics' own yaml loader finds ``yaml``; older releases (run by CI through
+    PYTHONPATH) lack the newer families (yolo11, yolo26, yolov10 before 8.2.38)."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        yaml_model_load(yaml)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def build(yaml: str, seed: int = 0, zero_frac: float = 0.0):
+    from ultralytics import __version__
     from ultralytics.nn.tasks import DetectionModel
 
+    if not shipped(yaml):
+        pytest.skip(f"{yaml} is not shipped with ultralytics {__version__}")
     torch.manual_seed(seed)  # conv weights too
     return randomize_bn(DetectionModel(yaml, verbose=False), seed, zero_frac).eval()
 
@@ -179,7 +194,8 @@ def test_pruned_model_trains_one_step():
     p, _ = prune_model(base("yolov8n.yaml"), 0.5, 8, 8)
     p.train()
     out = p(torch.rand(2, 3, IMGSZ, IMGSZ))
-    loss = sum(v.float().pow(2).mean() for v in (out["boxes"], out["scores"]))
+    parts = (out["boxes"], out["scores"]) if isinstance(out, dict) else out  # a list of levels before 8.4
+    loss = sum(v.float().pow(2).mean() for v in parts)
     loss.backward()
     assert all(q.grad is not None and q.grad.shape == q.shape for q in p.parameters() if q.requires_grad)
 
