@@ -4,6 +4,7 @@ import functools
 import inspect
 import logging
 import os
+import warnings
 
 from ultra_prune.hookspecs import hookimpl
 
@@ -84,8 +85,11 @@ def ultra_prune_patch(ultralytics):
     # modules; later ultralytics passes weights_only=False itself (ultralytics.utils.patches.torch_load).
     from ultralytics.utils import patches
 
-    if not hasattr(patches, "torch_load"):
-        os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    if not hasattr(patches, "torch_load") and "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ:
+        # torch reads it at every load, so it is in force for the first ultralytics load (this runs at import);
+        # it is inherited by subprocesses (DDP workers). The UserWarning torch gives at every load is ours to mute.
+        os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+        warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected")
 
     # Old exporters call torch.onnx.export without dynamo=, which torch >= 2.9 turns into the dynamo exporter
     # (an ImportError without onnxscript); the call-time gate in the wrapper leaves newer torch/ultralytics alone.
