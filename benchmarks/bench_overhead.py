@@ -1,8 +1,8 @@
 """Issue 2 benchmark: per-step cost of sparse training, measured side by side with plain steps in one run.
 
 A training step here is forward + backward + SGD step of yolov8n on a batch; the sparse step adds the BN-L1
-term (grad mode: lam*sign(gamma) into the gradients; prox mode: the soft-threshold after the step). Steps are
-interleaved (plain, grad, prox, plain, ...) so drifts in machine load hit all three alike.
+term (grad mode: lam*sign(gamma) into the gradients; prox/polar mode: the soft-threshold after the step). Steps
+are interleaved (plain, grad, prox, polar, plain, ...) so drifts in machine load hit all three alike.
 
     python benchmarks/bench_overhead.py [--batch 8] [--imgsz 320] [--steps 15]
 """
@@ -27,8 +27,8 @@ def step(model, opt, x, sparsity=None, mode=None):
     if mode == "grad":
         sparsity.add_l1_grad(model, epoch=0)
     opt.step()
-    if mode == "prox":
-        sparsity.proximal_step(opt, epoch=0)
+    if mode in ("prox", "polar"):
+        sparsity.proximal_step(opt, epoch=0, polar=mode == "polar")
     opt.zero_grad()
     return time.perf_counter() - t
 
@@ -46,9 +46,9 @@ def main():
     sparsity = BNSparsity(1e-2)
     sparsity.bind(model)
     x = torch.rand(a.batch, 3, a.imgsz, a.imgsz)
-    for mode in (None, "grad", "prox"):  # warm-up
+    for mode in (None, "grad", "prox", "polar"):  # warm-up
         step(model, opt, x, sparsity, mode)
-    times = {None: [], "grad": [], "prox": []}
+    times = {None: [], "grad": [], "prox": [], "polar": []}
     for _ in range(a.steps):
         for mode in times:
             times[mode].append(step(model, opt, x, sparsity, mode))
@@ -56,7 +56,7 @@ def main():
     print(f"{a.model} batch {a.batch} @ {a.imgsz}px, {a.steps} interleaved steps each, CPU threads "
           f"{torch.get_num_threads()}")
     print(f"plain step  median {plain * 1000:8.1f} ms")
-    for mode in ("grad", "prox"):
+    for mode in ("grad", "prox", "polar"):
         m = statistics.median(times[mode])
         print(f"{mode:<5} step  median {m * 1000:8.1f} ms   ratio {m / plain:.4f}  ({(m / plain - 1) * 100:+.2f}%)")
     # the sparsity work alone, timed in isolation (it is what the ratio above measures, without step noise)
@@ -66,12 +66,14 @@ def main():
     for _ in range(100):
         sparsity.add_l1_grad(model, epoch=0)
     grad_ms = (time.perf_counter() - t) * 10
-    t = time.perf_counter()
-    for _ in range(100):
-        sparsity.proximal_step(opt, epoch=0)
-    prox_ms = (time.perf_counter() - t) * 10
-    print(f"isolated: grad term {grad_ms:.3f} ms/step ({grad_ms / (plain * 1000):.3%} of a plain step), "
-          f"prox step {prox_ms:.3f} ms/step ({prox_ms / (plain * 1000):.3%})")
+    line = f"isolated, per step: grad term {grad_ms:.3f} ms ({grad_ms / (plain * 1000):.3%} of a plain step)"
+    for polar in (False, True):
+        t = time.perf_counter()
+        for _ in range(100):
+            sparsity.proximal_step(opt, epoch=0, polar=polar)
+        ms = (time.perf_counter() - t) * 10
+        line += f", {'polar' if polar else 'prox'} step {ms:.3f} ms ({ms / (plain * 1000):.3%})"
+    print(line)
 
 
 if __name__ == "__main__":
