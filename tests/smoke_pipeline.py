@@ -70,9 +70,15 @@ def train_sparse(data, project, sparsity: float = 1.0) -> Path:
     """1 epoch of yolov8n.yaml with BN-L1 (``sparsity=``); returns last.pt."""
     from ultralytics import YOLO
 
-    YOLO("yolov8n.yaml").train(data=str(data), **train_kwargs(project, "sparse", sparsity=sparsity, **SPARSE_OPTIM))
-    last = Path(project) / "sparse" / "weights" / "last.pt"
+    kw = train_kwargs(project, "sparse", sparsity=sparsity, **SPARSE_OPTIM)
+    kw["plots"] = True  # the stock plots plus ultra-prune's |γ| histogram
+    YOLO("yolov8n.yaml").train(data=str(data), **kw)
+    run = Path(project) / "sparse"
+    last = run / "weights" / "last.pt"
     assert last.is_file(), f"sparse training wrote no {last}"
+    assert (run / "gamma_hist.png").is_file(), f"sparse training drew no {run / 'gamma_hist.png'}"
+    header = [k.strip() for k in (run / "results.csv").read_text().splitlines()[0].split(",")]
+    assert "sparsity/gamma_mean" in header, f"results.csv lacks the |γ| columns: {header}"
     return last
 
 
