@@ -1,7 +1,8 @@
 """End-to-end smoke of the whole slimming pipeline on whatever ultralytics is importable.
 
-sparse training -> one-shot prune + fine-tune (``YOLO(last).train(prune=...)``) -> plain ``YOLO(best)`` val and
-predict, in this process and in a fresh one with the plugin switched off (``ULTRA_PRUNE_DISABLE=1``).
+sparse training -> ``yolo prune`` (stock CLI) -> one-shot prune + fine-tune (``YOLO(last).train(prune=...)``) ->
+plain ``YOLO(best)`` val and predict, in this process and in a fresh one with the plugin switched off
+(``ULTRA_PRUNE_DISABLE=1``).
 
 The logic lives here once. CI runs it as a script against old releases shadowed in through ``PYTHONPATH``::
 
@@ -92,6 +93,18 @@ def check_sparse(last, data, project) -> dict:
     return {"gamma_plain": plain, "gamma_sparse": sparse}
 
 
+def prune_cli(last, workdir, ratio: float = 0.5) -> dict:
+    """The stock ``yolo`` command (patched by the start-up hook) in ``prune`` mode writes a smaller checkpoint."""
+    out = Path(workdir) / "cli_pruned.pt"
+    yolo = Path(sys.executable).parent / "yolo"
+    r = subprocess.run([str(yolo), "prune", f"model={last}", f"prune={ratio}", f"prune_out={out}"], cwd=workdir,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and out.is_file(), f"yolo prune failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    n, sparse = ckpt_params(out), ckpt_params(last)
+    assert n < sparse, f"yolo prune did not shrink the model: {n} vs {sparse}"
+    return {"params_yolo_prune": n}
+
+
 def prune_finetune(last, data, project, ratio: float = 0.5) -> dict:
     """``YOLO(last).train(prune=ratio)``: best.pt must be smaller than the sparse model and as big as pruned.pt."""
     from ultralytics import YOLO
@@ -169,6 +182,9 @@ def run(workdir, gamma_check: bool = False, plugin_off_check: bool = True) -> di
         t = time.perf_counter()
         info.update(check_sparse(last, data, project))
         times["plain"] = time.perf_counter() - t
+    t = time.perf_counter()
+    info.update(prune_cli(last, workdir))
+    times["yolo prune"] = time.perf_counter() - t
     t = time.perf_counter()
     info.update(prune_finetune(last, data, project))
     times["prune+finetune"] = time.perf_counter() - t
