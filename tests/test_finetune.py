@@ -140,3 +140,17 @@ def test_ddp_worker_rebuilds_the_pruned_sparse_trainer(tmp_path, one_shot, data_
         for p in (path, os.path.splitext(path)[0] + ".pt"):
             if os.path.exists(p):
                 os.remove(p)
+
+
+def test_iterative_slimming_prune_then_sparse_fine_tune_then_prune(tmp_path, one_shot, data_yaml):
+    """prune= with sparsity>0 on an already pruned checkpoint prunes again, then trains sparse."""
+    from ultralytics import YOLO
+
+    pruned_pt = one_shot / "weights" / "pruned.pt"
+    YOLO(str(pruned_pt)).train(data=str(data_yaml), **train_kwargs(tmp_path, "again", prune=0.3, sparsity=1.0))
+    second = tmp_path / "again" / "weights"
+    assert ckpt_params(second / "pruned.pt") < ckpt_params(pruned_pt)
+    assert ckpt_params(second / "best.pt") == ckpt_params(second / "pruned.pt")
+    marker = torch.load(second / "pruned.pt", map_location="cpu", weights_only=False)["ultra_prune"]
+    assert [h["prune"] for h in marker["history"]] == [0.5, 0.3]
+    assert "sparsity/gamma_mean" in (tmp_path / "again" / "results.csv").read_text()
