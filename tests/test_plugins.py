@@ -14,6 +14,11 @@ from ultra_prune.plugins import BUILTINS, get_plugin_manager
 PYTHON = sys.executable
 
 
+def with_path(folder) -> str:
+    """PYTHONPATH with ``folder`` first, keeping what is there (CI shadows in an old ultralytics through it)."""
+    return os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def run_py(code, cwd, env=None, check=True):
     """Run ``code`` in a fresh interpreter; return the completed process."""
     full_env = {**os.environ, **(env or {})}
@@ -79,7 +84,7 @@ def test_broken_plugin_never_breaks_startup(tmp_path):
     fake = tmp_path / "ultra_prune"
     fake.mkdir()
     (fake / "__init__.py").write_text("raise RuntimeError('boom')\n")
-    r = run_py("import ultralytics; print('imported')", tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    r = run_py("import ultralytics; print('imported')", tmp_path, env={"PYTHONPATH": with_path(tmp_path)})
     assert r.stdout.strip() == "imported"
     warnings = [line for line in r.stderr.splitlines() if "ultra-prune" in line]
     assert len(warnings) == 1 and "RuntimeError: boom" in warnings[0]
@@ -117,5 +122,5 @@ def test_third_party_plugin_through_entry_point(tmp_path):
         from ultra_prune import prune_model
         pruned, info = prune_model(DetectionModel('yolov8n.yaml', verbose=False), 0.3)
         print(my_rules.CALLS, [s for s in info['left_intact'] if 'custom' in s])
-    """, tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    """, tmp_path, env={"PYTHONPATH": with_path(tmp_path)})
     assert "['SPPF'] ['SPPF (custom rule says keep)']" in r.stdout
