@@ -8,9 +8,6 @@ from pathlib import Path
 
 from ultra_prune.errors import UltraPruneError
 
-STAGES = ("base", "pruned", "fine-tuned")
-
-
 def onnx_latency_ms(onnx_path, imgsz: int, runs: int = 30) -> float:
     """Median onnxruntime CPU latency of one ``imgsz`` image."""
     import numpy as np
@@ -102,9 +99,8 @@ def run(out="ultra_prune_demo", data=None, model="yolov8n.yaml", epochs=1.0, img
     YOLO(str(out / "pruned.pt")).train(name="finetune", epochs=n["finetune"], **common)
     finetuned = out / "finetune" / "weights" / "last.pt"
 
-    rows = {name: _measure(w, data, imgsz, out) for name, w in zip(STAGES, (base, out / "pruned.pt", finetuned))}
-    rows["sparse"] = _measure(sparse, data, imgsz, out)
-    rows = {k: rows[k] for k in ("base", "sparse", "pruned", "fine-tuned")}
+    stages = {"base": base, "sparse": sparse, "pruned": out / "pruned.pt", "fine-tuned": finetuned}
+    rows = {name: _measure(w, data, imgsz, out) for name, w in stages.items()}
 
     from ultra_prune.checkpoint import load_model
 

@@ -17,15 +17,18 @@ def batchnorm_params(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.T
     return [m.weight for m in bns], [m.bias for m in bns]
 
 
-def gamma_stats(model: nn.Module) -> dict[str, float]:
-    """Mean |gamma| and the fraction of |gamma| under each of THRESHOLDS, over every BatchNorm2d of ``model``."""
-    gammas, _ = batchnorm_params(model)
-    if not gammas:
+def stats_of(g: torch.Tensor) -> dict[str, float]:
+    """Mean and the fraction under each of THRESHOLDS of a vector ``g`` of |gamma| values."""
+    if not g.numel():
         return {}
-    g = torch.cat([p.detach().abs().flatten().float() for p in gammas])
     stats = {"sparsity/gamma_mean": g.mean().item()}
     stats.update({f"sparsity/gamma<{t:g}": (g < t).float().mean().item() for t in THRESHOLDS})
     return stats
+
+
+def gamma_stats(model: nn.Module) -> dict[str, float]:
+    """Mean |gamma| and the fraction of |gamma| under each of THRESHOLDS, over every BatchNorm2d of ``model``."""
+    return stats_of(gamma_values(model))
 
 
 def gamma_values(model: nn.Module) -> torch.Tensor:

@@ -16,7 +16,7 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, colorstr
 from ultra_prune.args import EXTRA_DEFAULTS, validate
 from ultra_prune.hookspecs import hookimpl
 from ultra_prune.pruning import is_pruned
-from ultra_prune.sparsity import BNSparsity, gamma_stats, gamma_values
+from ultra_prune.sparsity import BNSparsity, gamma_values, stats_of
 
 PREFIX = colorstr("ultra-prune:")
 STALL_EPOCHS = 3  # epochs after which sparse training that has not moved gets a warning
@@ -120,8 +120,8 @@ class SlimDetectionTrainer(DetectionTrainer):
         """Add the epoch's |gamma| statistics (of the EMA model that gets saved) to results.csv."""
         if self.sparsity:
             model = self.ema.ema if getattr(self, "ema", None) else _unwrap(self.model)
-            stats = gamma_stats(model)
             self.gamma_last = gamma_values(model)
+            stats = stats_of(self.gamma_last)
             if self.stats_first is None:
                 self.stats_first, self.gamma_first = stats, self.gamma_last
             LOGGER.info(
