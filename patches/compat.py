@@ -1,10 +1,9 @@
 """Fixes for old ultralytics releases on a current torch/numpy stack."""
 
 import functools
+import importlib
 import inspect
 import logging
-import os
-import warnings
 
 from ultra_prune.hookspecs import hookimpl
 
@@ -72,6 +71,62 @@ def legacy_onnx_by_default(export):
     return wrapper
 
 
+# The modules of ultralytics <= 8.2.63 that load checkpoints with ``torch.load`` (those that later releases route
+# through ultralytics.utils.patches.torch_load); tests/test_compat.py checks this list against the installed source.
+CHECKPOINT_LOADERS = (
+    "ultralytics.nn.tasks",  # torch_safe_load: YOLO('x.pt'), training from a .pt, resume, DDP workers
+    "ultralytics.utils.torch_utils",  # strip_optimizer, at the end of every training
+    "ultralytics.engine.tuner",  # reads train_metrics back from each tuning run
+    "ultralytics.models.nas.model",
+    "ultralytics.models.sam.build",
+)
+
+
+class CheckpointTorch:
+    """``torch`` as one ultralytics module sees it: torch itself, except that ``load`` defaults to
+    ``weights_only=False``, as later ultralytics passes it. Only that module's global is replaced; ``torch.load``,
+    ``os.environ`` and every other caller are left alone, so the user's own loads keep torch's safe default."""
+
+    __slots__ = ("_torch",)  # setting an attribute here fails loudly instead of shadowing torch's
+
+    def __init__(self, torch):
+        self._torch = torch
+
+    def __getattr__(self, name):
+        if name == "_torch":  # not set yet (copy/pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self._torch, name)
+
+    def __dir__(self):
+        return dir(self._torch)
+
+    def __repr__(self):
+        return f"<{self._torch!r}, load() with weights_only=False by default (ultra-prune)>"
+
+    def load(self, *args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return self._torch.load(*args, **kwargs)
+
+
+def confine_full_loads() -> list[str]:
+    """Give each module of CHECKPOINT_LOADERS a ``CheckpointTorch`` as its ``torch``; return the modules patched
+    (those already patched are skipped, so this is idempotent). A no-op where torch.load has no ``weights_only``."""
+    import torch
+
+    if "weights_only" not in inspect.signature(torch.load).parameters:  # torch < 1.13: loads everything anyway
+        return []
+    done = []
+    for name in CHECKPOINT_LOADERS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # not in this release
+            continue
+        if getattr(module, "torch", None) is torch:
+            module.torch = CheckpointTorch(torch)
+            done.append(name)
+    return done
+
+
 @hookimpl
 def ultra_prune_patch(ultralytics):
     import numpy as np
@@ -85,11 +140,8 @@ def ultra_prune_patch(ultralytics):
     # modules; later ultralytics passes weights_only=False itself (ultralytics.utils.patches.torch_load).
     from ultralytics.utils import patches
 
-    if not hasattr(patches, "torch_load") and "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ:
-        # torch reads it at every load, so it is in force for the first ultralytics load (this runs at import);
-        # it is inherited by subprocesses (DDP workers). The UserWarning torch gives at every load is ours to mute.
-        os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-        warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected")
+    if not hasattr(patches, "torch_load"):
+        confine_full_loads()
 
     # Old exporters call torch.onnx.export without dynamo=, which torch >= 2.9 turns into the dynamo exporter
     # (an ImportError without onnxscript); the call-time gate in the wrapper leaves newer torch/ultralytics alone.

@@ -25,6 +25,21 @@ def data_yaml(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("shapes"), n_train=24, n_val=8, imgsz=IMGSZ)
 
 
+def plain_ultralytics_env(**extra) -> dict:
+    """The environment of a fresh interpreter that runs ultralytics with ultra-prune switched off.
+
+    ultralytics <= 8.2.63 (no ``ultralytics.utils.patches.torch_load``) cannot load its own checkpoints on
+    torch >= 2.6 unless the user sets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, as any user of those releases must:
+    ultra-prune's own fix is confined to the patched process and never set in the environment.
+    """
+    from ultralytics.utils import patches
+
+    env = {**os.environ, "YOLO_OFFLINE": "1", "ULTRA_PRUNE_DISABLE": "1", **extra}
+    if not hasattr(patches, "torch_load"):
+        env.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    return env
+
+
 def train_kwargs(project, name, **kw):
     """Small, quiet, deterministic CPU training arguments."""
     args = dict(epochs=1, imgsz=IMGSZ, batch=8, workers=0, device="cpu", plots=False, project=str(project),

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import train_kwargs
+from conftest import plain_ultralytics_env, train_kwargs
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,7 @@ def test_fine_tuned_checkpoint_works_with_plain_ultralytics(tmp_path, one_shot, 
         onnx = YOLO({str(best)!r}).export(format='onnx', imgsz=64)
         print('ultra_prune' in sys.modules, n, onnx.endswith('.onnx'))
     """
-    env = {**os.environ, "ULTRA_PRUNE_DISABLE": "1"}
+    env = plain_ultralytics_env()
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -20,6 +20,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import plain_ultralytics_env
 from ultra_prune.api import prune
 from ultra_prune.checkpoint import load_model, save_model
 from ultra_prune.errors import UltraPruneError
@@ -189,7 +190,7 @@ PLAIN = textwrap.dedent("""
 def test_plain_ultralytics_loads_pruned_checkpoint(pruned_ckpt, data_yaml, tmp_path):
     path, params = pruned_ckpt
     r = subprocess.run([sys.executable, "-c", PLAIN, str(path), str(data_yaml), str(tmp_path / "runs")],
-                       cwd=tmp_path, env=env(ULTRA_PRUNE_DISABLE="1"), capture_output=True, text=True, timeout=300)
+                       cwd=tmp_path, env=plain_ultralytics_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["ultra_prune"] == []
