@@ -33,7 +33,7 @@ def bare_trainer(net, scaler, mode="grad"):
     t.model, t.scaler, t.ema, t.epoch, t.device = net, scaler, None, 0, torch.device("cpu")
     t.optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: the step leaves weights, we read grads
     t.args = SimpleNamespace(sparsity_mode=mode)
-    t.sparsity = BNSparsity(LAM, decay=1.0, epochs=1)
+    t.sparsity, t.target = BNSparsity(LAM, decay=1.0, epochs=1), None
     return t
 
 

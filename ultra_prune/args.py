@@ -11,14 +11,17 @@ EXTRA_DEFAULTS = {
     "sparsity": 0.0,  # L1 strength on BatchNorm2d weights (gamma); 0 = off
     "sparsity_beta": 0.0,  # L1 strength on BatchNorm2d biases (beta)
     "sparsity_decay": 0.1,  # lambda falls linearly to this fraction of its start over the run
+    "sparsity_target": 0.0,  # share of prunable channels (or GFLOPs, prune_by=flops) to drive to zero; 0 = off
     "sparsity_mode": "polar",  # 'polar' / 'prox' (soft-threshold after each step) or 'grad' (lambda*sign in the gradient)
     "prune": 0.0,  # fraction of prunable channels to remove (0 = no pruning)
+    "prune_by": "channels",  # what prune= and sparsity_target= count: 'channels' (prunable channels) or 'flops'
     "prune_round": 8,  # kept channel counts are rounded up to a multiple of this
     "prune_min": 8,  # per-layer floor of kept channels
     "prune_onnx": False,  # `yolo prune`: also report ONNX sizes and onnxruntime-vs-torch parity
     "prune_out": None,  # where `yolo prune` writes the pruned checkpoint (default: <model>_pruned.pt)
 }
 SPARSITY_MODES = ("prox", "polar", "grad")
+PRUNE_BY = ("channels", "flops")
 
 
 def _number(key, value, lo, hi, lo_open, hi_open, example, integer=False):
@@ -41,6 +44,15 @@ def validate(args: dict) -> None:
         _number("sparsity_decay", get("sparsity_decay"), 0, 1, True, False, "0.1")
     if get("sparsity_mode") is not None and get("sparsity_mode") not in SPARSITY_MODES:
         raise UltraPruneError(f"'sparsity_mode={get('sparsity_mode')}' is not one of {SPARSITY_MODES}; use e.g. sparsity_mode=polar")
+    if get("sparsity_target") not in (None, 0, 0.0):
+        _number("sparsity_target", get("sparsity_target"), 0, 1, True, True, "0.5")
+        if get("sparsity") or get("sparsity_beta"):
+            raise UltraPruneError(
+                "'sparsity_target' sets its own strength; it cannot be combined with 'sparsity'/'sparsity_beta' "
+                "(a manual lambda): drop sparsity= to train to the target, or drop sparsity_target= for the classic recipe"
+            )
+    if get("prune_by") is not None and get("prune_by") not in PRUNE_BY:
+        raise UltraPruneError(f"'prune_by={get('prune_by')}' is not one of {PRUNE_BY}; use e.g. prune_by=flops")
     if get("prune") not in (None, 0, 0.0):
         _number("prune", get("prune"), 0, 1, True, True, "0.5")
     if get("prune_round") is not None:
@@ -56,4 +68,4 @@ def validate(args: dict) -> None:
 
 def uses_ultra_prune(args: dict) -> bool:
     """True when ``args`` turns on a feature that needs the ultra-prune trainer."""
-    return bool(args.get("sparsity") or args.get("sparsity_beta") or args.get("prune"))
+    return bool(args.get("sparsity") or args.get("sparsity_beta") or args.get("sparsity_target") or args.get("prune"))

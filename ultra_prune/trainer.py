@@ -17,6 +17,8 @@ from ultra_prune.args import EXTRA_DEFAULTS, validate
 from ultra_prune.hookspecs import hookimpl
 from ultra_prune.pruning import is_pruned
 from ultra_prune.sparsity import BNSparsity, gamma_values, stats_of
+from ultra_prune.target import FREEZE, ZERO, SparsityTarget
+from ultra_prune.patches.compat import log
 
 PREFIX = colorstr("ultra-prune:")
 STALL_EPOCHS = 3  # epochs after which sparse training that has not moved gets a warning
@@ -59,9 +61,18 @@ class SlimDetectionTrainer(DetectionTrainer):
         self.sparsity = (
             BNSparsity(a.sparsity, a.sparsity_beta, a.sparsity_decay, a.epochs) if a.sparsity or a.sparsity_beta else None
         )
-        self.gamma_first = self.gamma_last = None
+        self.target = (
+            SparsityTarget(a.sparsity_target, a.prune_by, a.prune_round, a.prune_min, a.imgsz)
+            if a.sparsity_target else None
+        )
+        self.gamma_first = self.gamma_last = self.gamma_groups = None
         self.stats_first = None
-        self.stall_warned = False
+        self.stall_warned = self.target_warned = False
+        self.batch_i = 0
+        if self.target:
+            self.add_callback("on_train_epoch_start", lambda trainer: trainer.choose_target_channels())
+            self.add_callback("on_train_batch_start", lambda trainer: setattr(trainer, "batch_i", trainer.batch_i + 1))
+            self.add_callback("on_train_epoch_end", lambda trainer: trainer.shrink_target_channels())
 
     # --- model: keep pruned architectures, prune on request --------------------------------------------------
     def get_model(self, cfg=None, weights=None, verbose=True):
@@ -90,7 +101,7 @@ class SlimDetectionTrainer(DetectionTrainer):
         main = RANK in {-1, 0}
         out = self.wdir / "pruned.pt" if main else None
         pruned, report = prune(model, self.args.prune, self.args.prune_round, self.args.prune_min, prune_out=out,
-                               exist_ok=True, imgsz=self.args.imgsz, verbose=main)
+                               exist_ok=True, imgsz=self.args.imgsz, prune_by=self.args.prune_by, verbose=main)
         if pruned is None:
             return model
         if main:
@@ -99,13 +110,40 @@ class SlimDetectionTrainer(DetectionTrainer):
         return pruned
 
     # --- sparse training ------------------------------------------------------------------------------------
+    def progress(self) -> float:
+        """Training progress in [0, 1]: epochs done plus the fraction of this epoch's batches started."""
+        nb = max(len(self.train_loader), 1) if getattr(self, "train_loader", None) is not None else 1
+        return (self.epoch + min(self.batch_i, nb) / nb) / max(self.epochs, 1)
+
+    def choose_target_channels(self) -> None:
+        """At an epoch start: (re)choose the channels ``sparsity_target`` drives to zero, until the choice freezes."""
+        self.batch_i = 0
+        if self.target.chosen and self.progress() >= FREEZE:
+            return
+        self.target.choose(_unwrap(self.model))
+        if RANK in {-1, 0}:
+            LOGGER.info(f"{PREFIX} sparsity_target={self.args.sparsity_target} (prune_by={self.args.prune_by}): "
+                        f"{self.target.chosen_count()} BatchNorm channels chosen to go to zero by "
+                        f"{ZERO:.0%} of training")
+
     def optimizer_step(self):
-        """Add lam*sign(gamma) to the still-scaled gradients (grad mode), then the stock unscale/clip/step/EMA."""
+        """Add lam*sign(gamma) to the still-scaled gradients (grad mode), then the stock unscale/clip/step/EMA;
+        with ``sparsity_target``, then scale the chosen channels of the model and its EMA along the schedule."""
         if self.sparsity and self.args.sparsity_mode == "grad":
             scaler = getattr(self, "scaler", None)
             scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
             self.sparsity.add_l1_grad(_unwrap(self.model), self.epoch, scale)
         super().optimizer_step()
+        if self.target:
+            self.shrink_target_channels()
+
+    def shrink_target_channels(self) -> None:
+        """Scale the chosen channels of the model and its EMA to the schedule's value at this point of training
+        (after every optimizer step, and at every epoch end: with few batches and a large ``nbs`` an epoch may
+        end without a step)."""
+        if self.target.chosen:
+            ema = getattr(self, "ema", None)
+            self.target.step([_unwrap(self.model)] + ([ema.ema] if ema else []), self.progress())
 
     def build_optimizer(self, model, *args, **kwargs):
         """The stock optimizer; in prox/polar mode with a post-step hook that soft-thresholds gamma/beta."""
@@ -117,21 +155,42 @@ class SlimDetectionTrainer(DetectionTrainer):
         return optimizer
 
     def save_metrics(self, metrics):
-        """Add the epoch's |gamma| statistics (of the EMA model that gets saved) to results.csv."""
-        if self.sparsity:
+        """Add the epoch's sparsity statistics (of the EMA model that gets saved) to results.csv and to the
+        metrics the loggers (TensorBoard, W&B, MLflow, ...) read at ``on_fit_epoch_end``."""
+        if self.sparsity or self.target:
             model = self.ema.ema if getattr(self, "ema", None) else _unwrap(self.model)
             self.gamma_last = gamma_values(model)
             stats = stats_of(self.gamma_last)
             if self.stats_first is None:
                 self.stats_first, self.gamma_first = stats, self.gamma_last
+            if self.target:
+                stats = {"sparsity/target": self.args.sparsity_target, "sparsity/reached": self.target.reached(model),
+                         **stats}
+                self.gamma_groups = self.target.groups(model)
+                head = f"target={stats['sparsity/target']:g} reached={stats['sparsity/reached']:.1%} ({self.args.prune_by})"
+                self.warn_if_short(stats)
+            else:
+                head = f"lambda={self.args.sparsity * self.sparsity.factor(self.epoch):.3g}"
+                self.warn_if_stalled(stats)
             LOGGER.info(
-                f"{PREFIX} lambda={self.args.sparsity * self.sparsity.factor(self.epoch):.3g} "
-                f"mean|γ|={stats['sparsity/gamma_mean']:.4f} "
+                f"{PREFIX} {head} mean|γ|={stats['sparsity/gamma_mean']:.4f} "
                 f"|γ|<1e-2: {stats['sparsity/gamma<0.01']:.1%} |γ|<1e-3: {stats['sparsity/gamma<0.001']:.1%}"
             )
-            self.warn_if_stalled(stats)
             metrics = {**metrics, **stats}
+            if isinstance(getattr(self, "metrics", None), dict):
+                self.metrics.update(stats)
         super().save_metrics(metrics)
+
+    def warn_if_short(self, stats: dict) -> None:
+        """One warning when the chosen channels are at zero yet the target is not reached (floors in the way)."""
+        if self.target_warned or self.progress() < ZERO or stats["sparsity/reached"] >= self.args.sparsity_target - 1e-6:
+            return
+        self.target_warned = True
+        log("warning",
+            f"{PREFIX} sparsity_target={self.args.sparsity_target:g} cannot be reached: zeroing every channel the "
+            f"floors allow removes {stats['sparsity/reached']:.1%} of the {self.args.prune_by} "
+            f"(prune_min={self.args.prune_min}, prune_round={self.args.prune_round}). "
+            f"Lower prune_min= and prune_round= (e.g. prune_min=4 prune_round=4), or ask for a smaller target")
 
     def warn_if_stalled(self, stats: dict) -> None:
         """One warning when, after STALL_EPOCHS epochs, |gamma| has barely moved toward zero."""
@@ -152,11 +211,14 @@ class SlimDetectionTrainer(DetectionTrainer):
     def plot_metrics(self):
         """The stock results.png, plus a |gamma| histogram (first vs last epoch) when training sparse."""
         super().plot_metrics()
-        if self.sparsity and self.gamma_first is not None:
+        if (self.sparsity or self.target) and self.gamma_first is not None:
             from ultra_prune.plots import plot_gamma_histograms
 
-            f = plot_gamma_histograms({"first epoch": self.gamma_first, "last epoch": self.gamma_last},
-                                      self.save_dir / "gamma_hist.png")
+            series = {"first epoch": self.gamma_first, "last epoch": self.gamma_last}
+            if self.target:
+                chosen, rest = self.gamma_groups
+                series = {"first epoch": self.gamma_first, "last epoch, chosen": chosen, "last epoch, kept": rest}
+            f = plot_gamma_histograms(series, self.save_dir / "gamma_hist.png")
             if hasattr(self, "on_plot"):  # 8.0.x before plots were registered
                 self.on_plot(f)
 

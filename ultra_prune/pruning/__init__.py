@@ -14,7 +14,8 @@ from torch import nn
 
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning.graph import ChannelGraph
-from ultra_prune.pruning.select import plan
+from ultra_prune.pruning.cost import FlopsModel
+from ultra_prune.pruning.select import plan, select_target
 from ultra_prune.pruning.surgery import compensate, slice_channels
 
 MARKER = "ultra_prune"  # attribute on the pruned DetectionModel, a plain dict
@@ -89,22 +90,50 @@ def analyse(model: nn.Module, imgsz: int = 64) -> ChannelGraph:
     return graph
 
 
-def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 8):
+def reference_flops(model: nn.Module, imgsz: int) -> float | None:
+    """FLOPs of ``model`` at ``imgsz`` as ultralytics counts them (None where its counter is unavailable)."""
+    from ultralytics.utils.torch_utils import get_flops
+
+    g = get_flops(model, imgsz)
+    return g * 1e9 if g else None
+
+
+def flops_model(model: nn.Module, imgsz: int) -> FlopsModel:
+    """The FLOPs cost model of ``model`` at ``imgsz``, anchored on ultralytics' own count."""
+    return FlopsModel(model, imgsz, reference_flops(model, imgsz))
+
+
+def plan_channels(model: nn.Module, graph: ChannelGraph, ratio: float, round_to: int = 8, floor: int = 8,
+                  prune_by: str = "channels", imgsz: int = 640, take_dead: bool = False) -> dict:
+    """The channels to keep per space of ``graph`` (of ``model``), for ``ratio`` of the prunable channels
+    (``prune_by='channels'``) or of the model's FLOPs at ``imgsz`` (``prune_by='flops'``)."""
+    roots = graph.roots()
+    if prune_by == "channels" and not take_dead:
+        return plan(roots, ratio, round_to, floor)
+    flops = flops_model(model, imgsz) if prune_by == "flops" else None
+    return select_target(roots, ratio, round_to, floor, flops=flops, take_dead=take_dead)
+
+
+def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 8, prune_by: str = "channels",
+                imgsz: int = 640, take_dead: bool = False):
     """Return ``(pruned, info)``: a pruned deep copy of ``model`` and a dict describing what changed.
 
-    ``ratio`` of all prunable channels (ranked globally by BN |gamma|) is removed; kept counts are floored at
-    ``floor`` and rounded up to multiples of ``round_to``. ``info["pruned"]`` is False when nothing could be
-    removed (every space at its floor); ``pruned`` is then an unchanged copy.
+    ``prune_by='channels'``: ``ratio`` of all prunable channels (ranked globally by BN |gamma|) is removed; kept
+    counts are floored at ``floor`` and rounded up to multiples of ``round_to``. ``prune_by='flops'``: channels
+    go, lowest layer-relative |gamma| first, until ``ratio`` of the GFLOPs at ``imgsz`` is gone. ``take_dead``:
+    every channel whose whole group has gamma exactly 0 goes too (a sparse-target checkpoint).
+    ``info["pruned"]`` is False when nothing could be removed (every space at its floor); ``pruned`` is then an
+    unchanged copy.
     """
     from ultra_prune.args import validate
 
-    validate({"prune": ratio, "prune_round": round_to, "prune_min": floor})
+    validate({"prune": ratio, "prune_round": round_to, "prune_min": floor, "prune_by": prune_by})
     check_prunable(model)
     model = copy.deepcopy(model).float()
     _, before = channel_widths(model)
     graph = analyse(model)
     roots = graph.roots()
-    keep = plan(roots, ratio, round_to, floor)
+    keep = plan_channels(model, graph, ratio, round_to, floor, prune_by, imgsz, take_dead)
     prunable = sum(s.size for s in roots if s.prunable)
     removed = sum(s.size - len(k) for s, k in keep.items())
     if keep:
@@ -114,7 +143,8 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
             fn()
     _, after = channel_widths(model)
     history = list(getattr(model, MARKER, {}).get("history", []))
-    history.append({"prune": ratio, "prune_round": round_to, "prune_min": floor, "widths_before": before})
+    history.append({"prune": ratio, "prune_by": prune_by, "prune_round": round_to, "prune_min": floor,
+                    "widths_before": before})
     if keep:
         setattr(model, MARKER, {"history": history, "widths": after, "original_widths": history[0]["widths_before"]})
     info = {

@@ -1,7 +1,9 @@
-"""Which channels to keep: a global |gamma| threshold over all prunable spaces, with floors and rounding."""
+"""Which channels to keep: a global |gamma| threshold over all prunable spaces (``plan``), or the cheapest steps to a
+channel or FLOPs target (``select_target``); both with floors and rounding."""
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import torch
@@ -44,4 +46,74 @@ def plan(spaces: list[Space], ratio: float, round_to: int = 8, floor: int = 8) -
         k = min(s.size, need[s.tie_root()])
         if k < s.size:
             keep[s] = torch.sort(torch.topk(sc, k, sorted=False).indices).values
+    return keep
+
+
+def _units(spaces: list[Space]) -> list[list[Space]]:
+    """The spaces grouped by tie (members keep equal counts); a group with a fixed member is left out."""
+    groups: dict[Space, list[Space]] = {}
+    for s in spaces:
+        groups.setdefault(s.tie_root(), []).append(s)
+    return [g for g in groups.values() if all(s.prunable for s in g) and len({s.size for s in g}) == 1]
+
+
+def layer_relative(space: Space) -> torch.Tensor:
+    """Importance relative to the space's mean: |gamma| / mean |gamma| (dead channels stay 0).
+
+    Raw |gamma| compares scales across layers, which means something only once sparse training has split them;
+    relative to its own layer, every space's channels average 1, so a global ranking prunes layers evenly
+    unless their scales are spread.
+    """
+    imp = space.importance()
+    return imp / imp.mean().clamp_min(1e-12)
+
+
+def _steps(n: int, round_to: int, floor: int) -> list[int]:
+    """The kept counts a space of ``n`` channels may take, largest first: ``n``, then multiples of ``round_to``
+    down to the floor (the same counts ``keep_count`` produces)."""
+    low = keep_count(n, 0, round_to, floor)
+    top = (n - 1) // round_to * round_to
+    return [n] + list(range(top, low - 1, -round_to))
+
+
+def select_target(spaces: list[Space], target: float, round_to: int = 8, floor: int = 8, flops=None,
+                  importance=None, take_dead: bool = False) -> dict[Space, torch.Tensor]:
+    """Return the channels to keep so that at least ``target`` of the prunable channels (or, with ``flops``, a
+    ``cost.FlopsModel``, of the model's FLOPs) is removed, respecting floors, rounding and ties.
+
+    Channels go in steps: a step takes a tie group from one allowed kept count to the next lower one, removing
+    the lowest-importance channels of each member; the step with the smallest mean importance goes first. So
+    channels whose importance is 0 (a finished sparse-target run) are removed before any other. Fewer than
+    ``target`` is removed only when every group is at its floor. ``take_dead``: also take every further step
+    whose channels all have importance 0 (removing them is lossless), so that the channels a sparse-target run
+    zeroed are all removed whatever order their steps come in.
+    """
+    importance = importance or layer_relative
+    units = _units(spaces)
+    order = {id(s): torch.argsort(importance(s), stable=True) for u in units for s in u}
+    score = {id(s): importance(s)[order[id(s)]] for u in units for s in u}
+    total = flops.total if flops is not None else sum(s.size for s in spaces if s.prunable)
+    goal = target * total
+    kept = {id(u[0]): (u, _steps(max(s.size for s in u), round_to, floor), 0) for u in units}
+
+    def step_score(u, steps, at):
+        lo, hi = steps[at + 1], steps[at]
+        return sum(score[id(s)][s.size - hi : s.size - lo].sum().item() for s in u) / (len(u) * (hi - lo))
+
+    heap = [(step_score(u, st, 0), i, key) for i, (key, (u, st, _)) in enumerate(kept.items()) if len(st) > 1]
+    heapq.heapify(heap)
+    removed = 0.0
+    while heap and (removed < goal - 1e-9 or (take_dead and heap[0][0] == 0)):
+        _, i, key = heapq.heappop(heap)
+        u, steps, at = kept[key]
+        n = steps[at] - steps[at + 1]
+        removed += sum(flops.remove(s, n) if flops is not None else n for s in u)
+        kept[key] = (u, steps, at + 1)
+        if at + 2 < len(steps):
+            heapq.heappush(heap, (step_score(u, steps, at + 1), i, key))
+    keep = {}
+    for u, steps, at in kept.values():
+        for s in u:
+            if steps[at] < s.size:
+                keep[s] = torch.sort(order[id(s)][s.size - steps[at]:]).values
     return keep

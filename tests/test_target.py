@@ -1,0 +1,162 @@
+"""Sparse training to a target (``sparsity_target``, ``prune_by``): selection, FLOPs counting, the schedule, exact
+pruning of the zeroed channels, and real training runs with the stock optimizers."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import IMGSZ, train_kwargs
+from test_pruning import build
+from ultra_prune.errors import UltraPruneError
+from ultra_prune.pruning import analyse, channel_widths, flops_model, prune_model
+from ultra_prune.pruning.select import select_target
+from ultra_prune.report import gflops
+from ultra_prune.target import FREEZE, ZERO, SparsityTarget, envelope
+
+
+def bn_widths(model):
+    return [m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize("yaml", ["yolov8n.yaml", "yolo11n.yaml"])
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
+def test_channel_target_is_reached_with_floors_and_rounding(yaml, target):
+    model = build(yaml)
+    roots = analyse(model).roots()
+    keep = select_target(roots, target, round_to=8, floor=8)
+    prunable = sum(s.size for s in roots if s.prunable)
+    removed = sum(s.size - len(k) for s, k in keep.items())
+    assert target <= removed / prunable < target + 0.1
+    for s, k in keep.items():
+        assert len(k) >= min(8, s.size) and len(k) % 8 == 0 and len(k) < s.size
+        assert k.unique().numel() == len(k)
+
+
+@pytest.mark.parametrize("yaml", ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml"])
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
+def test_flops_target_is_reached_as_ultralytics_counts(yaml, target):
+    """``prune_by=flops``: the pruned model's GFLOPs by ultralytics' own counter are at most 1 - target."""
+    model = build(yaml)
+    pruned, info = prune_model(model, target, prune_by="flops", imgsz=128)
+    ratio = gflops(pruned, 128) / gflops(model, 128)
+    assert 1 - target - 0.06 < ratio <= 1 - target
+    assert info["removed_channels"] < target * info["prunable_channels"]  # FLOPs, not channels, were counted
+
+
+def test_flops_model_matches_ultralytics_counter_after_pruning():
+    model = build("yolov8n.yaml")
+    fm = flops_model(model, 128)
+    roots = analyse(model).roots()
+    select_target(roots, 0.5, flops=fm)
+    pruned, _ = prune_model(model, 0.5, prune_by="flops", imgsz=128)
+    assert math.isclose(fm.total - fm.removed(), gflops(pruned, 128) * 1e9, rel_tol=1e-3)
+
+
+def test_envelope_schedule():
+    assert envelope(0.0) == 1.0 and envelope(ZERO) == 0.0 and envelope(1.0) == 0.0
+    values = [envelope(p / 100) for p in range(101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert 0 < FREEZE < ZERO < 1
+
+
+@pytest.mark.parametrize("prune_by", ["channels", "flops"])
+def test_zeroed_channels_prune_exactly_and_completely(prune_by):
+    """After the schedule ends, the chosen channels have gamma = beta = 0 in the model and its EMA copy; pruning at
+    the recorded target removes exactly them (none left, none more) and the outputs match, borders included."""
+    import copy
+
+    model = build("yolov8n.yaml")
+    ema = copy.deepcopy(model)
+    t = SparsityTarget(0.5, prune_by, imgsz=IMGSZ)
+    t.choose(model)
+    assert t.reached(model) == 0
+    t.step([model, ema], 0.3)
+    assert t.scale == pytest.approx(envelope(0.3))
+    t.step([model, ema], ZERO + 0.01)
+    for m in (model, ema):
+        mods = dict(m.named_modules())
+        for name, idx in t.chosen.items():
+            assert (mods[name].weight[idx] == 0).all() and (mods[name].bias[idx] == 0).all()
+    assert t.reached(ema) >= 0.5
+    zeros_before = sum(int((m.weight == 0).sum()) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert zeros_before == t.chosen_count()
+
+    pruned, info = prune_model(model, 0.5, prune_by=prune_by, imgsz=IMGSZ, take_dead=True)
+    assert sum(int((m.weight == 0).sum()) for m in pruned.modules() if isinstance(m, nn.BatchNorm2d)) == 0
+    assert sum(bn_widths(model)) - sum(bn_widths(pruned)) == zeros_before
+    x = torch.rand(2, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y0, y1 = model.eval()(x)[0], pruned.eval()(x)[0]
+    assert ((y0 - y1).abs().max() / y0.abs().max()).item() < 1e-5
+
+
+def test_reselection_keeps_zeroed_channels():
+    model = build("yolov8n.yaml")
+    t = SparsityTarget(0.5, imgsz=IMGSZ)
+    t.choose(model)
+    t.step([model], 1.0)
+    first = {k: v.clone() for k, v in t.chosen.items()}
+    t.choose(model)  # e.g. on resume: the zeroed channels are chosen again
+    assert first.keys() == t.chosen.keys() and all(torch.equal(first[k], t.chosen[k]) for k in first)
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"sparsity_target": 1.5}, "out of range"),
+    ({"sparsity_target": 0.5, "sparsity": 1.0}, "cannot be combined"),
+    ({"prune_by": "params"}, "prune_by"),
+])
+def test_bad_target_arguments(args, message):
+    from ultra_prune.args import validate
+
+    with pytest.raises(UltraPruneError, match=message):
+        validate(args)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["auto", "SGD", "AdamW"])
+def test_training_reaches_the_target_with_any_optimizer(tmp_path, data_yaml, optimizer):
+    """5 epochs with each stock optimizer at its own lr: the saved model has >= target zeroed, results.csv tracks it,
+    and ``prune`` with no ``prune=`` removes exactly the zeroed channels with unchanged outputs."""
+    from ultralytics import YOLO
+
+    from ultra_prune.api import prune
+
+    YOLO("yolov8n.yaml").train(data=str(data_yaml), **train_kwargs(tmp_path, "t", epochs=5, optimizer=optimizer,
+                                                                  sparsity_target=0.5, plots=True))
+    run = tmp_path / "t"
+    rows = read_csv(run / "results.csv")
+    assert len(rows) == 5 and float(rows[-1]["sparsity/target"]) == 0.5
+    reached = [float(r["sparsity/reached"]) for r in rows]
+    assert reached[0] < 0.5 <= reached[-1]
+    assert (run / "gamma_hist.png").stat().st_size > 0
+
+    last = run / "weights" / "last.pt"
+    model = YOLO(str(last)).model.float().eval()
+    pruned, report = prune(str(last), prune_out=tmp_path / "p.pt", imgsz=IMGSZ, verbose=False)
+    assert report.prune == 0.5 and report.prune_by == "channels"
+    assert report.removed_channels >= 0.5 * report.prunable_channels
+    zeros = sum(int((m.weight == 0).sum()) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert zeros > 0 and sum(bn_widths(model)) - sum(bn_widths(pruned)) == zeros
+    x = torch.rand(1, 3, IMGSZ, IMGSZ)
+    with torch.no_grad():
+        y0, y1 = model(x)[0], pruned.float().eval()(x)[0]
+    assert ((y0 - y1).abs().max() / y0.abs().max()).item() < 1e-5
+    assert channel_widths(pruned)[1] != channel_widths(model)[1]
+
+
+def test_prune_without_ratio_needs_a_recorded_target(sparse_ckpt, tmp_path):
+    from ultra_prune.api import prune
+
+    with pytest.raises(UltraPruneError, match="'prune' is missing"):
+        prune(str(sparse_ckpt), prune_out=tmp_path / "p.pt")
+    assert not (tmp_path / "p.pt").exists()

@@ -1,0 +1,79 @@
+"""FLOPs of a model as its channel widths change, counted the way ultralytics' ``get_flops`` (thop) counts them.
+
+Convolutions cost ``2 * out_elements * (in_channels / groups * k_h * k_w)`` and affine BatchNorms
+``2 * 4 * elements`` (thop's operation counts times ultralytics' factor 2). Both scale with the widths the pruner changes, so a
+pruning plan's GFLOPs are known without slicing the model. Other layers (heads' decoding, attention) are a
+constant: the difference to one real count, when given.
+
+Knows torch only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FlopsModel:
+    """Per-conv FLOPs at ``imgsz`` for the current in/out widths; ``remove`` updates them as channels go."""
+
+    def __init__(self, model: nn.Module, imgsz: int = 640, total: float | None = None):
+        """``total``: the model's FLOPs by the reference counter (e.g. ultralytics' ``get_flops`` x 1e9); what
+        the per-conv count misses of it is kept as a constant."""
+        self.area: dict[nn.Conv2d, int] = {}  # output pixels of each conv
+        self.bn_of: dict[nn.Conv2d, nn.BatchNorm2d] = {}
+        hooks = []
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                hooks.append(m.register_forward_hook(lambda mod, _i, y: self.area.__setitem__(mod, y.shape[-2] * y.shape[-1])))
+            conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                self.bn_of[conv] = bn
+        training = model.training
+        try:
+            model.eval()
+            p = next(model.parameters())
+            ch = model.yaml.get("ch", 3) if isinstance(getattr(model, "yaml", None), dict) else 3
+            stride = max(int(getattr(model, "stride", torch.tensor([32])).max()), 32)
+            size = max(stride, int(imgsz) // stride * stride)
+            with torch.no_grad():
+                model(torch.zeros(1, ch, size, size, dtype=p.dtype, device=p.device))
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(training)
+        self.scale = (int(imgsz) / size) ** 2  # thop extrapolates from stride-aligned proxies; so does this
+        self.cin = {c: c.in_channels for c in self.area}
+        self.cout = {c: c.out_channels for c in self.area}
+        self.groups = {c: c.groups for c in self.area}
+        self.initial = self.flops()
+        self.total = float(total) if total else self.initial
+
+    def conv_flops(self, c: nn.Conv2d) -> float:
+        k = c.kernel_size[0] * c.kernel_size[1]
+        macs = self.area[c] * self.cout[c] * (self.cin[c] // self.groups[c] * k)
+        bn = 4 * self.area[c] * self.cout[c] if c in self.bn_of else 0  # thop: 2 ops per element, x2 if affine
+        return 2.0 * (macs + bn) * self.scale
+
+    def flops(self) -> float:
+        """FLOPs of every conv (+ its BN) at the current widths."""
+        return sum(self.conv_flops(c) for c in self.area)
+
+    def removed(self) -> float:
+        """FLOPs saved by every ``remove`` so far."""
+        return self.initial - self.flops()
+
+    def remove(self, space, n: int) -> float:
+        """Remove ``n`` channels of ``space`` (a ``graph.Space``) from the width counts; return the FLOPs saved."""
+        touched = {m.conv for m, _ in space.producers + space.depthwise} | {c.conv for c in space.consumers}
+        touched &= self.area.keys()
+        before = sum(self.conv_flops(c) for c in touched)
+        for m, _ in space.producers:
+            self.cout[m.conv] -= n
+        for m, _ in space.depthwise:
+            self.cout[m.conv] -= n
+            self.cin[m.conv] -= n
+            self.groups[m.conv] -= n
+        for c in space.consumers:
+            self.cin[c.conv] -= n
+        return before - sum(self.conv_flops(c) for c in touched)

@@ -1,0 +1,111 @@
+"""Sparse training to a target (``sparsity_target=``): the channels the pruner will remove are chosen by its own
+dependency analysis and driven to exactly zero on a schedule, whatever the optimizer, learning rate or step count.
+
+The schedule runs on training progress p (0 at the start, 1 at the end):
+
+- until ``FREEZE`` the choice is made again at every epoch start (it may move while the network adapts);
+- the chosen channels' BatchNorm gamma *and* beta are scaled by a cosine envelope after every optimizer step,
+  falling from 1 at p=0 to exactly 0 at ``ZERO``, and are held at 0 from then on (the EMA copy too), so the
+  rest of the network trains on without them.
+
+With gamma = beta = 0 a channel outputs ``act(0) = 0`` everywhere, so pruning it is exact, borders included.
+No strength is tuned: the envelope is a function of progress, not of the optimizer's step size.
+
+Knows torch and the pruning package only; the trainer glue lives in ``ultra_prune.trainer``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ultra_prune.pruning import analyse, flops_model, plan_channels
+from ultra_prune.pruning.select import select_target
+
+FREEZE = 0.3  # progress after which the chosen channels no longer change
+ZERO = 0.6  # progress at which the chosen channels reach exactly zero
+DEAD = 1e-3  # a channel whose group has every |gamma| under this counts as zeroed
+
+
+def envelope(p: float) -> float:
+    """The chosen channels' scale at progress ``p``: a cosine from 1 (p=0) to 0 (p >= ZERO)."""
+    return 0.5 * (1 + math.cos(math.pi * min(max(p, 0.0), ZERO) / ZERO)) if p < ZERO else 0.0
+
+
+def _dead(space) -> torch.Tensor:
+    """0 for channels whose every gamma in the group is under DEAD, else 1 (an importance for select_target)."""
+    return (space.importance() >= DEAD).float()
+
+
+class SparsityTarget:
+    """Chooses ``target`` of the prunable channels (``prune_by='channels'``) or of the GFLOPs at ``imgsz``
+    (``'flops'``), as the pruner counts them, and shrinks them to zero on the schedule above."""
+
+    def __init__(self, target: float, prune_by: str = "channels", round_to: int = 8, floor: int = 8,
+                 imgsz: int = 640):
+        self.target, self.prune_by, self.round_to, self.floor, self.imgsz = target, prune_by, round_to, floor, imgsz
+        self.chosen: dict[str, torch.Tensor] = {}  # BatchNorm module name -> channel indices to zero
+        self.scale = 1.0  # the envelope value last applied
+
+    def choose(self, model: nn.Module) -> None:
+        """Choose the channels to zero with the pruner's analysis and selection (zeroed ones stay chosen)."""
+        graph = analyse(model)
+        keep = plan_channels(model, graph, self.target, self.round_to, self.floor, self.prune_by, self.imgsz,
+                             take_dead=True)
+        names = {m: n for n, m in model.named_modules()}
+        chosen: dict[str, list[torch.Tensor]] = {}
+        for space, kept in keep.items():
+            mask = torch.ones(space.size, dtype=torch.bool)
+            mask[kept] = False
+            removed = mask.nonzero().flatten()
+            for m, offset in space.producers + space.depthwise:
+                chosen.setdefault(names[m.bn], []).append(removed + offset)
+        self.chosen = {n: torch.cat(ix).unique() for n, ix in chosen.items()}
+
+    def chosen_count(self) -> int:
+        return sum(len(ix) for ix in self.chosen.values())
+
+    @torch.no_grad()
+    def _scale(self, models: list[nn.Module], factor: float) -> None:
+        for model in models:
+            modules = dict(model.named_modules())
+            for name, idx in self.chosen.items():
+                bn = modules[name]
+                i = idx.to(bn.weight.device)
+                bn.weight[i] *= factor
+                bn.bias[i] *= factor
+
+    def step(self, models: list[nn.Module], progress: float) -> None:
+        """After an optimizer step: scale the chosen channels of ``models`` (the model and its EMA) along the
+        envelope; past ``ZERO`` set them to exactly 0."""
+        new = envelope(progress)
+        factor = 0.0 if new == 0 else new / max(self.scale, 1e-12)
+        self.scale = new
+        if factor != 1.0:
+            self._scale(models, factor)
+
+    def reached(self, model: nn.Module) -> float:
+        """The share of prunable channels (or of GFLOPs) that pruning ``model``'s zeroed channels removes."""
+        graph = analyse(model)
+        roots = graph.roots()
+        flops = flops_model(model, self.imgsz) if self.prune_by == "flops" else None
+        keep = select_target(roots, 0.0, self.round_to, self.floor, flops=flops, importance=_dead, take_dead=True)
+        if flops is not None:
+            return flops.removed() / flops.total
+        prunable = sum(s.size for s in roots if s.prunable)
+        return sum(s.size - len(k) for s, k in keep.items()) / max(prunable, 1)
+
+    def groups(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """|gamma| of ``model``'s chosen channels and of all the others, as two CPU vectors (for histograms)."""
+        chosen, rest = [], []
+        for name, m in model.named_modules():
+            if isinstance(m, nn.BatchNorm2d) and m.affine:
+                g = m.weight.detach().abs().float().cpu()
+                mask = torch.zeros(g.numel(), dtype=torch.bool)
+                if name in self.chosen:
+                    mask[self.chosen[name].cpu()] = True
+                chosen.append(g[mask])
+                rest.append(g[~mask])
+        return torch.cat(chosen) if chosen else torch.zeros(0), torch.cat(rest) if rest else torch.zeros(0)
