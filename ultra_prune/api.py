@@ -18,7 +18,8 @@ def default_output(path) -> Path:
 def check_prune_args(prune, prune_round=None, prune_min=None, resume=None) -> None:
     """Raise UltraPruneError for arguments the prune command cannot use (stricter than training: prune is required)."""
     if prune is None:
-        raise UltraPruneError("'prune' is missing; give the fraction of channels to remove, e.g. prune=0.5")
+        raise UltraPruneError("'prune' is missing; give the fraction of channels to remove, e.g. prune=0.5 "
+                              "(a checkpoint trained with sparsity_target= records its own)")
     if isinstance(prune, bool):
         raise UltraPruneError(f"'prune={prune}' is not a number; use e.g. prune=0.5")
     if isinstance(prune, (int, float)) and prune == 0:  # validate() lets 0 through: it means 'off' for training
@@ -61,10 +62,23 @@ def onnx_size_and_parity(before, after, imgsz) -> tuple[tuple[float, float], flo
     return (sizes[0], sizes[1]), float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
 
 
-def prune(model, prune: float = 0.5, prune_round: int = EXTRA_DEFAULTS["prune_round"],
-          prune_min: int = EXTRA_DEFAULTS["prune_min"], prune_out=None, exist_ok: bool = False, data=None,
-          imgsz: int = 640, batch: int = 16, prune_onnx: bool = False, verbose: bool = True, **_ignored):
+def recorded_target(ckpt: dict) -> dict | None:
+    """The ``sparsity_target`` run a checkpoint comes from, as prune arguments (None if it is not from one)."""
+    args = ckpt.get("train_args") or {}
+    if not args.get("sparsity_target"):
+        return None
+    keys = ("prune_by", "prune_round", "prune_min")
+    return {"prune": args["sparsity_target"], **{k: args.get(k, EXTRA_DEFAULTS[k]) for k in keys}}
+
+
+def prune(model, prune: float | None = None, prune_round: int | None = None, prune_min: int | None = None,
+          prune_out=None, exist_ok: bool = False, data=None, imgsz: int = 640, batch: int = 16,
+          prune_onnx: bool = False, verbose: bool = True, prune_by: str | None = None, **_ignored):
     """Prune ``model`` (a checkpoint path or a DetectionModel) and return ``(pruned_model, report)``.
+
+    ``prune`` is the share of prunable channels to remove (``prune_by='channels'``) or of GFLOPs at ``imgsz``
+    (``'flops'``). Without ``prune``, a checkpoint of a ``sparsity_target`` run is pruned at its recorded target
+    (and floors): exactly the channels that run drove to zero are removed.
 
     A path input writes ``<stem>_pruned.pt`` beside it (or ``prune_out``), atomically and never over an
     existing file unless ``exist_ok``. A module input is written only when ``prune_out`` is given. With ``data``
@@ -77,7 +91,9 @@ def prune(model, prune: float = 0.5, prune_round: int = EXTRA_DEFAULTS["prune_ro
     from ultra_prune.pruning import prune_model
     from ultra_prune.report import PruneReport
 
-    check_prune_args(prune, prune_round, prune_min, _ignored.get("resume"))
+    if prune is not None or not isinstance(model, (str, Path)):
+        check_prune_args(prune, prune_round, prune_min, _ignored.get("resume"))
+    validate({"prune_by": prune_by})
     source = Path(model) if isinstance(model, (str, Path)) else None
     ckpt = {}
     if source is not None:
@@ -87,14 +103,26 @@ def prune(model, prune: float = 0.5, prune_round: int = EXTRA_DEFAULTS["prune_ro
         check_output(out, exist_ok)
     if source is not None:
         model, ckpt = load_model(source)
-    pruned, info = prune_model(model, prune, int(prune_round), int(prune_min))
+    recorded = recorded_target(ckpt) if prune is None else None
+    if prune is None and recorded is None:
+        check_prune_args(prune)  # the one-line 'prune is missing' error
+    if recorded:
+        prune = recorded["prune"]
+        prune_by, prune_round, prune_min = (v if v is not None else recorded[k] for k, v in
+                                            (("prune_by", prune_by), ("prune_round", prune_round), ("prune_min", prune_min)))
+    prune_by = prune_by or EXTRA_DEFAULTS["prune_by"]
+    prune_round = EXTRA_DEFAULTS["prune_round"] if prune_round is None else prune_round
+    prune_min = EXTRA_DEFAULTS["prune_min"] if prune_min is None else prune_min
+    check_prune_args(prune, prune_round, prune_min)
+    pruned, info = prune_model(model, prune, int(prune_round), int(prune_min), prune_by, imgsz,
+                               take_dead=recorded is not None)
     prefix = colorstr("ultra-prune:")
     if not info["pruned"]:
         LOGGER.info(f"{prefix} nothing to prune: every prunable layer is already at its floor "
                     f"(prune_min={prune_min}, prune_round={prune_round}); no file written. "
                     "Lower prune_min= (or prune_round=) to prune further")
         return None, None
-    report = PruneReport.build(model, pruned, info, prune, int(prune_round), int(prune_min), imgsz)
+    report = PruneReport.build(model, pruned, info, prune, int(prune_round), int(prune_min), imgsz, prune_by)
     if out is not None:
         save_model(pruned, out, ckpt, exist_ok)
         report.output = str(out)

@@ -24,6 +24,7 @@ class PruneReport:
     prune: float
     prune_round: int
     prune_min: int
+    prune_by: str = "channels"
     layers: list = field(default_factory=list)  # [index, type, channels before, channels after]
     params: tuple = (0, 0)
     gflops: tuple = (0.0, 0.0)
@@ -38,12 +39,13 @@ class PruneReport:
     output: str | None = None
 
     @classmethod
-    def build(cls, before, after, info: dict, prune: float, prune_round: int, prune_min: int, imgsz: int = 640):
+    def build(cls, before, after, info: dict, prune: float, prune_round: int, prune_min: int, imgsz: int = 640,
+              prune_by: str = "channels"):
         layers = [
             [i, t, b, a] for i, (t, b, a) in enumerate(zip(info["layer_types"], info["widths_before"], info["widths_after"]))
         ]
         return cls(
-            prune, prune_round, prune_min, layers,
+            prune, prune_round, prune_min, prune_by, layers,
             (count_params(before), count_params(after)), (gflops(before, imgsz), gflops(after, imgsz)), imgsz,
             info["prunable_channels"], info["removed_channels"], info["left_intact"],
         )
@@ -66,7 +68,7 @@ class PruneReport:
             lines.append(pair("ONNX MB", self.onnx_mb, "{:.2f}"))
             lines.append(f"onnxruntime vs torch (pruned): max relative difference {self.onnx_parity:.2e}")
         lines.append(f"channels removed: {self.removed_channels}/{self.prunable_channels} prunable "
-                     f"(prune={self.prune}, prune_round={self.prune_round}, prune_min={self.prune_min})")
+                     f"(prune={self.prune}, prune_by={self.prune_by}, prune_round={self.prune_round}, prune_min={self.prune_min})")
         if self.left_intact:
             lines.append("left intact (no channel rule): " + ", ".join(self.left_intact))
         return "\n".join(lines)
