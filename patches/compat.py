@@ -4,6 +4,7 @@ import functools
 import importlib
 import inspect
 import logging
+import re
 
 from ultra_prune.hookspecs import hookimpl
 
@@ -11,13 +12,15 @@ PREFIXES = {"warning": "WARNING ⚠️", "error": "ERROR ❌"}
 
 
 def _formatter_prefixes(logger: logging.Logger, level: int, word: str) -> bool:
-    """Whether ``logger``'s handlers already prefix records of ``level`` with ``word``: newer ultralytics' formatter
-    does; older releases (8.3.100 and before, at least) format a bare ``%(message)s`` and put the prefix in each
-    message themselves."""
-    record = logging.LogRecord(logger.name, level, __file__, 0, "", None, None)
+    """Whether one of ``logger``'s handlers puts ``word`` right before each message of ``level``: newer ultralytics'
+    formatter does; older releases (8.3.100 and before, at least) format a bare ``%(message)s`` and put the prefix in
+    each message themselves. A handler that prints the level among other fields (pytest's
+    ``%(levelname)s %(name)s:... %(message)s``) does not count."""
+    probe = "ultrapruneprobe"
     for handler in logger.handlers:
+        record = logging.LogRecord(logger.name, level, __file__, 0, probe, None, None)  # fresh: formatters edit it
         try:
-            if word in (handler.formatter or logging.Formatter()).format(record):
+            if re.search(rf"\b{word}\W*{probe}", (handler.formatter or logging.Formatter()).format(record)):
                 return True
         except Exception:  # noqa: BLE001 - a custom formatter that cannot format a bare record
             continue

@@ -201,7 +201,7 @@ class SlimDetectionTrainer(DetectionTrainer):
         shrunk = 1 - now["sparsity/gamma_mean"] / max(first["sparsity/gamma_mean"], 1e-12)
         if moved < 0.01 and shrunk < 0.05:
             self.stall_warned = True
-            LOGGER.warning(
+            log("warning",
                 f"{PREFIX} after {self.epoch + 1} epochs sparse training has barely moved γ "
                 f"(|γ|<1e-2: {now['sparsity/gamma<0.01']:.1%}, mean |γ| down {shrunk:.1%}). "
                 f"Raise sparsity= (e.g. x2-x10), use sparsity_mode=polar, and set optimizer=AdamW lr0=0.01 explicitly "
