@@ -19,6 +19,14 @@ from ultra_prune.report import gflops
 from ultra_prune.target import FREEZE, ZERO, SparsityTarget, envelope
 
 
+def tensors(out):
+    """Every tensor of a (nested) model output."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else []
+    return [t for o in items for t in tensors(o)]
+
+
 def bn_widths(model):
     return [m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
 
@@ -160,3 +168,22 @@ def test_prune_without_ratio_needs_a_recorded_target(sparse_ckpt, tmp_path):
     with pytest.raises(UltraPruneError, match="'prune' is missing"):
         prune(str(sparse_ckpt), prune_out=tmp_path / "p.pt")
     assert not (tmp_path / "p.pt").exists()
+
+
+def test_taylor_scores_steer_the_choice():
+    """With observed gradients, channels whose removal changes the loss least are chosen, across layers."""
+    model = build("yolov8n.yaml").train()
+    t = SparsityTarget(0.3, imgsz=IMGSZ)
+    x = torch.rand(2, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(0))
+    out = model(x)
+    loss = sum(o.float().pow(2).mean() for o in tensors(out))
+    loss.backward()
+    t.observe(model, grad_scale=4.0)
+    bn = model.model[0].bn
+    expected = (bn.weight * bn.weight.grad + bn.bias * bn.bias.grad).abs().detach() / 4.0
+    torch.testing.assert_close(t.taylor["model.0.bn"], expected)
+    t.choose(model)
+    assert not t.taylor  # scores are used once, for this choice
+    names = {n: m for n, m in model.named_modules()}
+    for name, idx in t.chosen.items():  # the chosen channels of a layer are its lowest-scored ones (its own share)
+        assert isinstance(names[name], nn.BatchNorm2d) and len(idx) < names[name].num_features

@@ -129,10 +129,12 @@ class SlimDetectionTrainer(DetectionTrainer):
     def optimizer_step(self):
         """Add lam*sign(gamma) to the still-scaled gradients (grad mode), then the stock unscale/clip/step/EMA;
         with ``sparsity_target``, then scale the chosen channels of the model and its EMA along the schedule."""
+        scaler = getattr(self, "scaler", None)
+        scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
         if self.sparsity and self.args.sparsity_mode == "grad":
-            scaler = getattr(self, "scaler", None)
-            scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
             self.sparsity.add_l1_grad(_unwrap(self.model), self.epoch, scale)
+        if self.target and self.progress() < FREEZE:  # scores for the next choice
+            self.target.observe(_unwrap(self.model), scale)
         super().optimizer_step()
         if self.target:
             self.shrink_target_channels()
