@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 
@@ -38,18 +39,19 @@ def parse_cli(args: list[str]) -> tuple[str | None, dict]:
     return mode, overrides
 
 
-def precheck(args: list[str]) -> None:
+def precheck(args: list[str]) -> tuple | None:
     """Check ultra-prune's arguments before the stock entrypoint builds a model or a run folder.
 
     For ``yolo prune`` also check the ``model=`` checkpoint, which the stock entrypoint would otherwise hand to
-    ``YOLO()`` (a traceback for a missing or broken file, a download attempt for an asset name).
+    ``YOLO()`` (a traceback for a missing or broken file, a download attempt for an asset name), and return
+    ``(path, (model, ckpt))`` as loaded, for the rest of the command to reuse (None for other modes).
     """
     from ultra_prune.args import EXTRA_DEFAULTS, validate
 
     mode, overrides = parse_cli(args)
     validate({k: v for k, v in overrides.items() if k in EXTRA_DEFAULTS or k == "resume"})
     if mode != "prune":
-        return
+        return None
     from ultra_prune.api import check_prune_args
     from ultra_prune.checkpoint import load_model
 
@@ -58,17 +60,21 @@ def precheck(args: list[str]) -> None:
     model = overrides.get("model")
     if model is None:
         raise UltraPruneError("'model' is missing; pass the checkpoint to prune, e.g. yolo prune model=last.pt prune=0.5")
-    load_model(str(model))  # missing, a directory, empty, truncated or not a torch file
+    return str(model), load_model(str(model))  # missing, a directory, empty, truncated or not a torch file
 
 
 def wrap_entrypoint(entrypoint):
-    """Run the stock entrypoint; an UltraPruneError becomes ``ERROR ❌ ultra-prune: <message>`` and exit 2."""
+    """Run the stock entrypoint; an UltraPruneError becomes ``ERROR ❌ ultra-prune: <message>`` and exit 2.
+    ``yolo prune`` reads its checkpoint once: what the pre-check loaded is held for ``YOLO()`` and the pruner."""
 
     @functools.wraps(entrypoint)
     def wrapper(debug="", *args, **kwargs):
+        from ultra_prune.checkpoint import holding
+
         try:
-            precheck((debug.split(" ") if debug else sys.argv)[1:])
-            return entrypoint(debug, *args, **kwargs)
+            loaded = precheck((debug.split(" ") if debug else sys.argv)[1:])
+            with holding(*loaded) if loaded else contextlib.nullcontext():
+                return entrypoint(debug, *args, **kwargs)
         except UltraPruneError as e:
             from ultra_prune.patches.compat import log
 

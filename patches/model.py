@@ -48,11 +48,30 @@ def prune(self, **kwargs):
     return report
 
 
+def reuse_held(load):
+    """Wrap ultralytics' checkpoint loader as ``Model`` calls it (``load(weights)``): a checkpoint that a
+    ``checkpoint.holding`` block keeps (``yolo prune``, already read by its pre-check) is not read again."""
+
+    @functools.wraps(load)
+    def wrapper(weight, *args, **kwargs):
+        from ultra_prune.checkpoint import held
+
+        kept = None if args or kwargs else held(weight)
+        return kept if kept is not None else load(weight, *args, **kwargs)
+
+    wrapper._ultra_prune = True
+    return wrapper
+
+
 @hookimpl
 def ultra_prune_patch(ultralytics):
     from ultralytics.engine import model as model_module
 
     Model = model_module.Model
+    for name in ("load_checkpoint", "attempt_load_one_weight"):  # the name Model._load calls (renamed in 8.3.193)
+        load = getattr(model_module, name, None)
+        if callable(load) and not getattr(load, "_ultra_prune", False):
+            setattr(model_module, name, reuse_held(load))
     if not getattr(Model.train, "_ultra_prune", False):
         if "trainer" in inspect.signature(Model.train).parameters:
             Model.train = wrap_train(Model.train)

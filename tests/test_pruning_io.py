@@ -22,7 +22,7 @@ from torch import nn
 
 from conftest import plain_ultralytics_env
 from ultra_prune.api import prune
-from ultra_prune.checkpoint import load_model, save_model
+from ultra_prune.checkpoint import held, holding, load_model, save_model
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning import is_pruned, prune_model
 
@@ -142,6 +142,41 @@ def test_yolo_prune_cli(x_pt):
     r = subprocess.run(cmd, cwd=x_pt.parent, env=env(), capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "already exists" in r.stdout + r.stderr
     assert out.read_bytes() == data
+
+
+def reads_of(spy, path: Path) -> int:
+    """How many torch.load calls a ``mocker.spy(torch, 'load')`` saw for the file at ``path``."""
+    def target(call):
+        f = call.args[0] if call.args else call.kwargs.get("f")
+        return Path(f).resolve() if isinstance(f, (str, os.PathLike)) else None
+
+    return sum(target(c) == path.resolve() for c in spy.call_args_list)
+
+
+def test_yolo_prune_reads_the_checkpoint_once(x_pt, mocker, monkeypatch):
+    """``yolo prune`` (the patched stock entrypoint, in-process): the pre-check's load is the only read of the input;
+    ultralytics' ``YOLO()`` and the pruner reuse it, and nothing stays held afterwards."""
+    from ultralytics import cfg
+
+    monkeypatch.chdir(x_pt.parent)
+    spy = mocker.spy(torch, "load")
+    cfg.entrypoint(debug="yolo prune model=x.pt prune=0.5")
+    out = x_pt.with_name("x_pruned.pt")
+    assert out.is_file()
+    assert reads_of(spy, x_pt) == 1
+    assert held(x_pt) is None
+    assert is_pruned(load_model(out)[0]) and n_params(load_model(out)[0]) < n_params(load_model(x_pt)[0])
+
+
+def test_held_checkpoint_is_reused_only_while_unchanged(x_pt):
+    loaded = load_model(x_pt)
+    with holding(x_pt, loaded):
+        assert load_model(x_pt) is loaded and load_model(str(x_pt.resolve())) is loaded
+        st = x_pt.stat()
+        os.utime(x_pt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file changed on disk: read it again
+        again = load_model(x_pt)
+        assert again is not loaded and n_params(again[0]) == n_params(loaded[0])
+    assert held(x_pt) is None
 
 
 # --- ONNX -----------------------------------------------------------------------------------------------------
