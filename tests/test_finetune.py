@@ -104,14 +104,16 @@ def test_fine_tuned_checkpoint_works_with_plain_ultralytics(tmp_path, one_shot, 
     assert in_module == "False" and int(n) == ckpt_params(best) and exported == "True"
 
 
-def test_ddp_worker_rebuilds_the_pruned_sparse_trainer(tmp_path, one_shot, data_yaml):
-    """Generate the DDP worker file as ultralytics does and construct its trainer (no launch)."""
+@pytest.mark.parametrize("sparse, printed", [({"sparsity": 0.01}, "0.01"), ({"sparsity_target": 0.5}, "0.5")])
+def test_ddp_worker_rebuilds_the_pruned_sparse_trainer(tmp_path, one_shot, data_yaml, sparse, printed):
+    """Generate the DDP worker file as ultralytics does and construct its trainer (no launch); in every rank the
+    trainer has the manual-lambda or the target sparsity."""
     from ultralytics.utils.dist import generate_ddp_file
 
     from ultra_prune.trainer import SlimDetectionTrainer
 
     pruned_pt = one_shot / "weights" / "pruned.pt"
-    overrides = train_kwargs(tmp_path, "ddp", model=str(pruned_pt), data=str(data_yaml), sparsity=0.01)
+    overrides = train_kwargs(tmp_path, "ddp", model=str(pruned_pt), data=str(data_yaml), **sparse)
     trainer = SlimDetectionTrainer(overrides=overrides)
     if hasattr(trainer, "get_dataset") and not getattr(trainer, "data", None):
         trainer.data = trainer.get_dataset()
@@ -122,7 +124,8 @@ def test_ddp_worker_rebuilds_the_pruned_sparse_trainer(tmp_path, one_shot, data_
         probe = (
             "import torch; m = trainer.model if isinstance(trainer.model, torch.nn.Module) else "
             "(setattr(trainer, 'data', getattr(trainer, 'data', None) or trainer.get_dataset()), trainer.setup_model(), "
-            "trainer.model)[-1]; print('PROBE', type(trainer).__name__, trainer.args.sparsity, "
+            "trainer.model)[-1]; print('PROBE', type(trainer).__name__, "
+            "trainer.target.target if trainer.target else trainer.sparsity.lam, "
             "sum(p.numel() for p in m.parameters()))"
         )
         assert "trainer.train()" in src
@@ -134,7 +137,7 @@ def test_ddp_worker_rebuilds_the_pruned_sparse_trainer(tmp_path, one_shot, data_
         assert r.returncode == 0, r.stderr[-3000:]
         found = re.search(r"PROBE (\w+) ([\d.e-]+) (\d+)", r.stdout)
         assert found, r.stdout[-2000:]
-        assert found.group(1) == "SlimDetectionTrainer" and float(found.group(2)) == 0.01
+        assert found.group(1) == "SlimDetectionTrainer" and found.group(2) == printed
         assert int(found.group(3)) == ckpt_params(pruned_pt)
     finally:
         for p in (path, os.path.splitext(path)[0] + ".pt"):

@@ -7,17 +7,18 @@ import sys
 HELP = """ultra-prune — network slimming for Ultralytics YOLO
 
     ultra-prune demo [out=ultra_prune_demo] [epochs=1.0] [data=DATA.yaml] [model=yolov8n.yaml] [imgsz=128]
-                     [sparsity=2.0] [sparsity_mode=polar] [prune=0.5] [exist_ok=False]
+                     [sparsity_target=0.5] [prune_by=channels] [exist_ok=False]
         base training -> sparse training -> pruning -> fine-tuning -> ONNX, on a generated dataset by default;
         'epochs' scales every stage (1.0 = 20/10/10 epochs).
 
-    ultra-prune prune model=sparse.pt prune=0.5 [prune_round=8] [prune_min=8] [prune_out=PATH] [exist_ok=False]
-                      [data=DATA.yaml] [imgsz=640] [prune_onnx=False]
+    ultra-prune prune model=sparse.pt [prune=0.5] [prune_by=channels] [prune_round=8] [prune_min=8] [prune_out=PATH]
+                      [exist_ok=False] [data=DATA.yaml] [imgsz=640] [prune_onnx=False]
         writes sparse_pruned.pt (or prune_out) and prints the before/after report (mAP too with data=,
-        ONNX sizes and onnxruntime parity with prune_onnx=True).
+        ONNX sizes and onnxruntime parity with prune_onnx=True). Without prune=, a checkpoint trained with
+        sparsity_target= is pruned at its recorded target.
 
-The same arguments work with the stock CLI: `yolo train ... sparsity=1e-2`, `yolo train ... prune=0.5`,
-`yolo prune model=sparse.pt prune=0.5`.
+The same arguments work with the stock CLI: `yolo train ... sparsity_target=0.5`, `yolo train ... prune=0.5`,
+`yolo prune model=sparse.pt`.
 """
 
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "demo":
             from ultra_prune.demo import run
 
-            allowed = {"out", "epochs", "data", "model", "imgsz", "sparsity", "sparsity_mode", "prune", "batch", "exist_ok"}
+            allowed = {"out", "epochs", "data", "model", "imgsz", "sparsity_target", "prune_by", "batch", "exist_ok"}
             unknown = sorted(set(kwargs) - allowed)
             if unknown:
                 raise UltraPruneError(f"unknown demo argument(s) {unknown}; valid: {sorted(allowed)}")
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
             if "model" not in kwargs:
                 raise UltraPruneError("'model' is missing; e.g. ultra-prune prune model=sparse.pt prune=0.5")
-            allowed = {"model", "prune", "prune_round", "prune_min", "prune_out", "prune_onnx", "exist_ok", "data", "imgsz",
-                       "batch"}
+            allowed = {"model", "prune", "prune_by", "prune_round", "prune_min", "prune_out", "prune_onnx", "exist_ok",
+                       "data", "imgsz", "batch"}
             unknown = sorted(set(kwargs) - allowed)
             if unknown:
                 raise UltraPruneError(f"unknown prune argument(s) {unknown}; valid: {sorted(allowed)}")

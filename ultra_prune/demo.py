@@ -53,14 +53,14 @@ def table(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def run(out="ultra_prune_demo", data=None, model="yolov8n.yaml", epochs=1.0, imgsz=128, sparsity=2.0,
-        sparsity_mode="polar", prune=0.5, batch=16, exist_ok=False) -> dict:
+def run(out="ultra_prune_demo", data=None, model="yolov8n.yaml", epochs=1.0, imgsz=128, sparsity_target=0.5,
+        prune_by="channels", batch=16, exist_ok=False) -> dict:
     """Run the pipeline into folder ``out`` and return the per-stage measurements.
 
     ``epochs`` scales every stage's epoch count (base 20, sparse 10, fine-tune 10 at 1.0); ``data`` and ``model``
     point it at a real dataset yaml and model (default: the built-in generated dataset and yolov8n from yaml).
-    Sparse training uses AdamW at lr0=0.01 with 1 warm-up epoch: with the polar mode that is the setting that made
-    half of gamma exactly zero in benchmarks/bench_sparsity.py.
+    Every stage trains with the same optimizer (SGD, lr0=0.01); sparse training drives ``sparsity_target`` of the
+    channels (or GFLOPs, ``prune_by='flops'``) to zero, and pruning removes them at the recorded target.
     """
     from ultralytics import YOLO
     from ultralytics.utils import LOGGER, colorstr
@@ -86,12 +86,13 @@ def run(out="ultra_prune_demo", data=None, model="yolov8n.yaml", epochs=1.0, img
     LOGGER.info(f"{prefix} 1/4 base training ({n['base']} epochs)")
     YOLO(model).train(name="base", epochs=n["base"], **common)
     base = out / "base" / "weights" / "last.pt"
-    LOGGER.info(f"{prefix} 2/4 sparse training ({n['sparse']} epochs, sparsity={sparsity}, sparsity_mode={sparsity_mode})")
-    YOLO(str(base)).train(name="sparse", epochs=n["sparse"], sparsity=sparsity, sparsity_mode=sparsity_mode,
-                          **{**common, "optimizer": "AdamW", "warmup_epochs": 1})
+    LOGGER.info(f"{prefix} 2/4 sparse training ({n['sparse']} epochs, sparsity_target={sparsity_target}, "
+                f"prune_by={prune_by})")
+    YOLO(str(base)).train(name="sparse", epochs=n["sparse"], sparsity_target=sparsity_target, prune_by=prune_by,
+                          **common)
     sparse = out / "sparse" / "weights" / "last.pt"
-    LOGGER.info(f"{prefix} 3/4 pruning (prune={prune})")
-    pruned, report = prune_job(sparse, prune=prune, prune_out=out / "pruned.pt", exist_ok=True, imgsz=imgsz)
+    LOGGER.info(f"{prefix} 3/4 pruning at the recorded target")
+    pruned, report = prune_job(sparse, prune_out=out / "pruned.pt", exist_ok=True, imgsz=imgsz)
     if report is None:
         raise UltraPruneError("nothing was pruned: every layer is at its floor; lower prune_min or use a wider model")
     report.save(out / "prune_report.txt")
@@ -106,8 +107,8 @@ def run(out="ultra_prune_demo", data=None, model="yolov8n.yaml", epochs=1.0, img
 
     gammas = {"base": gamma_values(load_model(base)[0]).numpy(), "sparse": gamma_values(load_model(sparse)[0]).numpy()}
     png = plot_demo(rows, gammas, out / "demo.png")
-    summary = {"rows": rows, "epochs": n, "imgsz": imgsz, "sparsity": sparsity, "sparsity_mode": sparsity_mode,
-               "prune": prune, "seconds": time.time() - t0}
+    summary = {"rows": rows, "epochs": n, "imgsz": imgsz, "sparsity_target": sparsity_target, "prune_by": prune_by,
+               "seconds": time.time() - t0}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.txt").write_text(table(rows) + "\n")
     LOGGER.info(f"\n{prefix} done in {summary['seconds'] / 60:.1f} min\n{table(rows)}\n"

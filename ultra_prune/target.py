@@ -58,6 +58,8 @@ class SparsityTarget:
         for name, m in model.named_modules():
             if isinstance(m, nn.BatchNorm2d) and m.affine and m.weight.grad is not None and m.bias.grad is not None:
                 s = (m.weight * m.weight.grad + m.bias * m.bias.grad).abs().float() / grad_scale
+                if not torch.isfinite(s).all():  # an AMP step the scaler skips (inf/nan gradients)
+                    continue
                 self.taylor[name] = self.taylor[name] + s if name in self.taylor else s.clone()
 
     def importance(self, space) -> torch.Tensor:
