@@ -80,8 +80,10 @@ def test_report_rows_and_totals():
     assert len(report.layers) == len(model.model)
     rows = [line.split() for line in text.splitlines()]
     for i, t, b, a in report.layers:
-        assert [str(i), t, str(b), str(a)] == rows[1 + i][:4]  # one row per layer, in order, under the header
+        shown = ["-" if n is None else str(n) for n in (b, a)]
+        assert [str(i), t, *shown] == rows[1 + i][:4]  # one row per layer, in order, under the header
         assert ("*" in rows[1 + i]) == (a != b)
+        assert ("(inner)" in rows[1 + i]) == (i in report.inner)
     changed = [row for row in report.layers if row[3] != row[2]]
     assert changed and all(a < b for _, _, b, a in changed)
     assert report.params == (n_params(model), n_params(pruned))
@@ -90,6 +92,25 @@ def test_report_rows_and_totals():
     assert f"{report.params[0]:,}" in text and f"{report.params[1]:,}" in text
     assert f"GFLOPs @{IMGSZ}" in text and "parameters" in text
     assert f"{report.removed_channels}/{report.prunable_channels}" in text
+
+
+def test_report_counts_the_inner_channels_of_the_detect_head():
+    """Detect outputs a list, not one tensor: its row shows the channels of its inner Conv+BN blocks (pruned too),
+    not '0 -> 0'."""
+    model = random_model()
+    pruned, report = prune(model, prune=0.5, imgsz=IMGSZ, verbose=False)
+    head = len(model.model) - 1
+
+    def bn_channels(layer):
+        return sum(m.num_features for m in layer.modules() if isinstance(m, nn.BatchNorm2d))
+
+    assert report.inner == [head]
+    _, t, b, a = report.layers[head]
+    assert t == "Detect" and (b, a) == (bn_channels(model.model[head]), bn_channels(pruned.model[head]))
+    assert 0 < a < b
+    row = report.text().splitlines()[1 + head].split()
+    assert row == [str(head), "Detect", str(b), str(a), "*", "(inner)"]
+    assert all(layer[2:4] != [0, 0] for layer in report.layers)
 
 
 def test_report_save(tmp_path):

@@ -10,6 +10,14 @@ def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def inner_channels(layer) -> int | None:
+    """The output channels of every BatchNorm2d (Conv+BN block) inside ``layer``, summed; None if it has none."""
+    from torch import nn
+
+    widths = [m.num_features for m in layer.modules() if isinstance(m, nn.BatchNorm2d)]
+    return sum(widths) if widths else None
+
+
 def gflops(model, imgsz: int = 640) -> float:
     """GFLOPs at ``imgsz`` by ultralytics' own counter (0.0 where thop is missing)."""
     from ultralytics.utils.torch_utils import get_flops
@@ -37,6 +45,7 @@ class PruneReport:
     onnx_mb: tuple | None = None
     onnx_parity: float | None = None  # max |onnxruntime - torch| / max |torch| of the pruned model
     output: str | None = None
+    inner: list = field(default_factory=list)  # layers whose output is not one tensor (Detect): rows count inner channels
 
     @classmethod
     def build(cls, before, after, info: dict, prune: float, prune_round: int, prune_min: int, imgsz: int = 640,
@@ -44,10 +53,13 @@ class PruneReport:
         layers = [
             [i, t, b, a] for i, (t, b, a) in enumerate(zip(info["layer_types"], info["widths_before"], info["widths_after"]))
         ]
+        inner = [row[0] for row in layers if not row[2]]  # no single 4-D output (Detect's list): 0 before
+        for i in inner:
+            layers[i][2:] = inner_channels(before.model[i]), inner_channels(after.model[i])
         return cls(
             prune, prune_round, prune_min, prune_by, layers,
             (count_params(before), count_params(after)), (gflops(before, imgsz), gflops(after, imgsz)), imgsz,
-            info["prunable_channels"], info["removed_channels"], info["left_intact"],
+            info["prunable_channels"], info["removed_channels"], info["left_intact"], inner=inner,
         )
 
     def text(self) -> str:
@@ -57,7 +69,11 @@ class PruneReport:
             return f"{name:<22}{fmt.format(p[0]):>14}{fmt.format(p[1]):>14}{ratio:>10}"
 
         lines = [f"{'layer':>5} {'module':<12}{'channels before':>16}{'after':>8}"]
-        lines += [f"{i:>5} {t:<12}{b:>16}{a:>8}{'' if a == b else '  *'}" for i, t, b, a in self.layers]
+        lines += [f"{i:>5} {t:<12}{'-' if b is None else b:>16}{'-' if a is None else a:>8}{'' if a == b else '  *'}"
+                  f"{'  (inner)' if i in self.inner else ''}" for i, t, b, a in self.layers]
+        if self.inner:
+            lines.append("(inner): the layer's output is not one tensor; its row counts the channels of its inner "
+                         "Conv+BN blocks ('-': none)")
         lines += ["", f"{'':<22}{'before':>14}{'after':>14}{'ratio':>10}", pair("parameters", self.params, "{:,}")]
         lines.append(pair(f"GFLOPs @{self.imgsz}", self.gflops, "{:.2f}"))
         if self.file_mb:
