@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 
-from ultra_prune.args import validate
+from ultra_prune.args import uses_ultra_prune, validate
+from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
 
 
@@ -15,12 +16,23 @@ def _trainer_for(task):
     return get_plugin_manager().hook.ultra_prune_trainer(task=task)
 
 
+def check_task(task, kwargs: dict) -> None:
+    """Refuse ultra-prune arguments for a task no plugin has a trainer for (rather than train without them)."""
+    if uses_ultra_prune(kwargs) and _trainer_for(task) is None:
+        used = sorted(k for k in ("sparsity", "sparsity_beta", "sparsity_target", "prune") if kwargs.get(k))
+        raise UltraPruneError(
+            f"task '{task}' is not supported by ultra-prune yet, so {', '.join(used)} would be ignored; "
+            "train a detection model (e.g. yolov8n.yaml) or drop these arguments"
+        )
+
+
 def wrap_train(train):
     """Model.train(trainer=None, **kw) (>= 8.0.143): validate kw and default the trainer to ours."""
 
     @functools.wraps(train)
     def wrapper(self, trainer=None, **kwargs):
         validate(kwargs)
+        check_task(self.task, kwargs)
         if trainer is None:
             trainer = _trainer_for(self.task)
         return train(self, trainer=trainer, **kwargs)
@@ -83,6 +95,7 @@ def ultra_prune_patch(ultralytics):
             @functools.wraps(original)
             def train(self, **kwargs):
                 validate(kwargs)
+                check_task(self.task, kwargs)
                 return original(self, **kwargs)
 
             train._ultra_prune = True

@@ -187,3 +187,27 @@ def test_taylor_scores_steer_the_choice():
     names = {n: m for n, m in model.named_modules()}
     for name, idx in t.chosen.items():  # the chosen channels of a layer are its lowest-scored ones (its own share)
         assert isinstance(names[name], nn.BatchNorm2d) and len(idx) < names[name].num_features
+
+
+@pytest.mark.parametrize("args", [{"sparsity_target": 0.5}, {"sparsity": 0.5}, {"prune": 0.5}])
+def test_unsupported_task_refuses_the_arguments(tmp_path, data_yaml, args):
+    """A segmentation model is refused before any run folder is made, not trained without sparsity."""
+    from ultralytics import YOLO
+
+    with pytest.raises(UltraPruneError, match="task 'segment' is not supported"):
+        YOLO("yolov8n-seg.yaml").train(**train_kwargs(tmp_path, "seg", data=str(data_yaml), **args))
+    assert not (tmp_path / "seg").exists()
+
+
+def test_unsupported_task_refused_by_the_yolo_cli(tmp_path, data_yaml):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "yolo"
+    r = subprocess.run([str(exe), "train", "model=yolov8n-seg.yaml", f"data={data_yaml}", "sparsity_target=0.5",
+                        f"project={tmp_path}", "epochs=1", "imgsz=64", "device=cpu"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    err = [line for line in (r.stdout + r.stderr).splitlines() if "not supported by ultra-prune" in line]
+    assert len(err) == 1 and "Traceback" not in r.stderr
