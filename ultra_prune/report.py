@@ -45,7 +45,7 @@ class PruneReport:
     onnx_mb: tuple | None = None
     onnx_parity: float | None = None  # max |onnxruntime - torch| / max |torch| of the pruned model
     output: str | None = None
-    inner: list = field(default_factory=list)  # layers whose output is not one tensor (Detect): rows count inner channels
+    inner: list = field(default_factory=list)  # layers with no single output tensor (Detect): inner channels
 
     @classmethod
     def build(cls, before, after, info: dict, prune: float, prune_round: int, prune_min: int, imgsz: int = 640,
