@@ -10,8 +10,9 @@ a. AMP: fp16 autocast and a real ``torch.amp.GradScaler`` drive ``SlimDetectionT
    ``optimizer_step`` (the stock unscale/clip/step/update/EMA included), for each sparsity mode with SGD and AdamW
    (ultralytics makes AdamW fused on CUDA). ``grad``: after unscaling, the γ gradient is exactly the loss gradient
    plus λ·sign(γ), and the loss part is close to the fp32 gradient. ``prox``/``polar``: γ after the step equals an
-   fp32 reference, the same optimizer step followed by the proximal map written out here. Both: the EMA sees the
-   new γ. On a CPU the same code runs as a dry run (fp16 autocast, ``GradScaler('cpu')``), and the rows SKIP.
+   fp32 reference, the same optimizer step followed by the proximal map written out here. All: the EMA sees the
+   new γ, and a step the scaler skips (an inf planted in a gradient) leaves γ unchanged. On a CPU the same code runs
+   as a dry run (fp16 autocast, ``GradScaler('cpu')``; AdamW is not fused there), and the rows SKIP.
 b. ``sparsity`` (polar) training, then ``prune=0.5`` with fine-tuning, on the built-in dataset with ``amp=True``
    (2 epochs each, 128 px). Checks that AMP stayed on, the losses are finite, γ shrank, and the pruned model trained.
 c. yolov8s (from yaml, random BN scales) against its ``prune=0.5`` version: latency ratio pruned/original next to
@@ -265,6 +266,29 @@ def check_ema(t, s) -> tuple[bool, str]:
     return err <= EXACT_TOL, f"EMA {err:.1e}"
 
 
+def overflow_step(t, model, x) -> tuple[bool, str]:
+    """A step whose gradients overflow (an inf planted in one conv weight's gradient) is skipped by the scaler, and
+    γ must stay as it was: no L1 term, no proximal step on a step that did not happen."""
+    from ultra_prune.sparsity import batchnorm_params
+
+    gammas = batchnorm_params(model)[0]
+    before = [g.detach().clone() for g in gammas]
+    t.optimizer.zero_grad()
+    with torch.autocast(x.device.type, dtype=torch.float16):
+        loss = toy_loss(model, x)
+    t.scaler.scale(loss).backward()
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    conv.weight.grad.view(-1)[0] = float("inf")
+    scale = t.scaler.get_scale()
+    t.optimizer_step()
+    skipped = t.scaler.get_scale() < scale
+    moved = max((g.detach() - b).abs().max().item() for g, b in zip(gammas, before))
+    if skipped and moved == 0:
+        return True, "overflow step skipped, γ unchanged"
+    return False, (f"overflow step: skipped={skipped}, yet γ moved by up to {moved:.1e} "
+                   "(the sparsity update ran on a step the GradScaler skipped)")
+
+
 def amp_case(mode, optimizer, device, data, project) -> tuple[bool, str]:
     """One sparsity mode with one optimizer: trainer steps under fp16 autocast until one is not skipped; check it."""
     batch, imgsz = (4, 128) if device.type == "cuda" else (2, 64)
@@ -282,9 +306,11 @@ def amp_case(mode, optimizer, device, data, project) -> tuple[bool, str]:
         else:
             return False, f"the GradScaler skipped all {skipped} steps (inf/nan in every fp16 backward)"
         ok, detail = check_grad_mode(s) if mode == "grad" else check_prox_mode(t, s, mode == "polar")
-    ema_ok, ema = check_ema(t, s)
+        ema_ok, ema = check_ema(t, s)
+        skip_ok, overflow = overflow_step(t, model, x)
     fused = " fused" if any(g.get("fused") for g in t.optimizer.param_groups) else ""
-    return ok and ema_ok, f"{detail}; {ema}; {skipped} skipped step(s) first; {type(t.optimizer).__name__}{fused}"
+    return ok and ema_ok and skip_ok, (f"{detail}; {ema}; {overflow}; {skipped} skipped step(s) before; "
+                                       f"{type(t.optimizer).__name__}{fused}")
 
 
 def amp_rows(device, project) -> list[Row]:
