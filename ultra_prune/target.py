@@ -3,10 +3,12 @@ dependency analysis and driven to exactly zero on a schedule, whatever the optim
 
 The schedule runs on training progress p (0 at the start, 1 at the end):
 
+- until ``OBSERVE`` nothing changes: every channel's first-order Taylor score is gathered from the run's own
+  gradients; then the first choice is made from them;
 - until ``FREEZE`` the choice is made again at every epoch start (it may move while the network adapts);
 - the chosen channels' BatchNorm gamma *and* beta are scaled by a cosine envelope after every optimizer step,
-  falling from 1 at p=0 to exactly 0 at ``ZERO``, and are held at 0 from then on (the EMA copy too), so the
-  rest of the network trains on without them.
+  falling from 1 at ``OBSERVE`` to exactly 0 at ``ZERO``, and are held at 0 from then on (the EMA copy too), so
+  the rest of the network trains on without them.
 
 With gamma = beta = 0 a channel outputs ``act(0) = 0`` everywhere, so pruning it is exact, borders included.
 No strength is tuned: the envelope is a function of progress, not of the optimizer's step size.
@@ -24,14 +26,16 @@ from torch import nn
 from ultra_prune.pruning import analyse, flops_model
 from ultra_prune.pruning.select import layer_relative, select_target
 
+OBSERVE = 0.1  # progress until which scores are only gathered; the first choice is made then
 FREEZE = 0.3  # progress after which the chosen channels no longer change
-ZERO = 0.6  # progress at which the chosen channels reach exactly zero
+ZERO = 0.4  # progress at which the chosen channels reach exactly zero (measured: bench_target.py)
 DEAD = 1e-3  # a channel whose group has every |gamma| under this counts as zeroed
 
 
 def envelope(p: float) -> float:
-    """The chosen channels' scale at progress ``p``: a cosine from 1 (p=0) to 0 (p >= ZERO)."""
-    return 0.5 * (1 + math.cos(math.pi * min(max(p, 0.0), ZERO) / ZERO)) if p < ZERO else 0.0
+    """The chosen channels' scale at progress ``p``: 1 until OBSERVE, then a cosine down to 0 at ZERO and after."""
+    x = min(max((p - OBSERVE) / (ZERO - OBSERVE), 0.0), 1.0)
+    return 0.5 * (1 + math.cos(math.pi * x)) if x < 1 else 0.0
 
 
 def _dead(space) -> torch.Tensor:

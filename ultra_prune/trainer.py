@@ -17,7 +17,7 @@ from ultra_prune.args import EXTRA_DEFAULTS, validate
 from ultra_prune.hookspecs import hookimpl
 from ultra_prune.pruning import is_pruned
 from ultra_prune.sparsity import BNSparsity, gamma_values, stats_of
-from ultra_prune.target import FREEZE, ZERO, SparsityTarget
+from ultra_prune.target import FREEZE, OBSERVE, ZERO, SparsityTarget
 from ultra_prune.patches.compat import log
 
 PREFIX = colorstr("ultra-prune:")
@@ -115,10 +115,13 @@ class SlimDetectionTrainer(DetectionTrainer):
         nb = max(len(self.train_loader), 1) if getattr(self, "train_loader", None) is not None else 1
         return (self.epoch + min(self.batch_i, nb) / nb) / max(self.epochs, 1)
 
-    def choose_target_channels(self) -> None:
-        """At an epoch start: (re)choose the channels ``sparsity_target`` drives to zero, until the choice freezes."""
-        self.batch_i = 0
-        if self.target.chosen and self.progress() >= FREEZE:
+    def choose_target_channels(self, epoch_start: bool = True) -> None:
+        """(Re)choose the channels ``sparsity_target`` drives to zero: first once OBSERVE of the run has gathered
+        scores, then at every epoch start until the choice freezes."""
+        if epoch_start:
+            self.batch_i = 0
+        p = self.progress()
+        if p < OBSERVE or (self.target.chosen and (p >= FREEZE or not epoch_start)):
             return
         self.target.choose(_unwrap(self.model))
         if RANK in {-1, 0}:
@@ -135,6 +138,7 @@ class SlimDetectionTrainer(DetectionTrainer):
             self.sparsity.add_l1_grad(_unwrap(self.model), self.epoch, scale)
         if self.target and self.progress() < FREEZE:  # scores for the next choice
             self.target.observe(_unwrap(self.model), scale)
+            self.choose_target_channels(epoch_start=False)
         super().optimizer_step()
         if self.target:
             self.shrink_target_channels()
