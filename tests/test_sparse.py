@@ -196,3 +196,26 @@ def test_stall_warning_once_with_the_fix(now_mean, now_frac, warns):
         assert records[0].levelno == logging.WARNING
         assert "sparsity_mode=polar" in records[0].getMessage() and "sparsity=" in records[0].getMessage()
         assert shown[0].count("WARNING ⚠️") == 1, shown  # once, whether the formatter or the message adds it
+
+
+@pytest.mark.parametrize("mode", ["prox", "polar"])
+def test_proximal_step_skipped_with_the_amp_step(mode):
+    """A fused optimizer is stepped by GradScaler even when it skips the step (inf gradients): gamma must not move."""
+    net = tiny_net()
+    t = bare_trainer(net, torch.amp.GradScaler("cpu", init_scale=2.0**16, enabled=True), mode)
+    t.sparsity = BNSparsity(LAM, decay=1.0, epochs=1)
+    t.sparsity.bind(net)
+    t.optimizer = torch.optim.AdamW(net.parameters(), lr=0.1, fused=True)
+    t.optimizer.register_step_post_hook(t.proximal_hook)
+    before = net[1].weight.detach().clone()
+    loss = loss_of(net) * float("inf")
+    t.scaler.scale(loss).backward()
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    assert t.scaler.get_scale() < 2.0**16  # the scaler saw the inf and skipped the step
+    torch.testing.assert_close(net[1].weight.detach(), before, rtol=0, atol=0)
+
+    net.zero_grad()
+    t.scaler.scale(loss_of(net)).backward()  # a finite step does shrink
+    t.scaler.step(t.optimizer)
+    assert (net[1].weight.detach().abs() < before.abs()).any()

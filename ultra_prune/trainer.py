@@ -156,9 +156,16 @@ class SlimDetectionTrainer(DetectionTrainer):
         optimizer = super().build_optimizer(model, *args, **kwargs)
         if self.sparsity and self.args.sparsity_mode in {"prox", "polar"}:
             self.sparsity.bind(_unwrap(model))
-            polar = self.args.sparsity_mode == "polar"
-            optimizer.register_step_post_hook(lambda opt, _a, _k: self.sparsity.proximal_step(opt, self.epoch, polar))
+            optimizer.register_step_post_hook(self.proximal_hook)
         return optimizer
+
+    def proximal_hook(self, optimizer, _args=None, _kwargs=None) -> None:
+        """Optimizer post-step hook (prox/polar): soft-threshold gamma/beta, unless AMP skipped the step. A fused
+        optimizer (ultralytics' AdamW on CUDA) is stepped even then, with ``found_inf`` set, and changes nothing."""
+        found_inf = getattr(optimizer, "found_inf", None)
+        if found_inf is not None and found_inf.item():
+            return
+        self.sparsity.proximal_step(optimizer, self.epoch, self.args.sparsity_mode == "polar")
 
     def save_metrics(self, metrics):
         """Add the epoch's sparsity statistics (of the EMA model that gets saved) to results.csv and to the
