@@ -11,7 +11,7 @@ import torch
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import ultra_prune  # noqa: E402,F401  (applies the patches)
-from ultra_prune.dataset import make_dataset  # noqa: E402
+from ultra_prune.dataset import make_dataset, make_hard_dataset  # noqa: E402
 from ultra_prune.sparsity import gamma_stats  # noqa: E402
 
 
@@ -19,6 +19,12 @@ def dataset(root, n_train=256, n_val=64, imgsz=128) -> Path:
     """The built-in shapes dataset (generated once per root)."""
     yaml = Path(root) / "data.yaml"
     return yaml if yaml.exists() else make_dataset(root, n_train=n_train, n_val=n_val, imgsz=imgsz)
+
+
+def hard_dataset(root, n_train=600, n_val=150, imgsz=128) -> Path:
+    """The built-in harder dataset (10 classes, small crowded objects, clutter), generated once per root."""
+    yaml = Path(root) / "data.yaml"
+    return yaml if yaml.exists() else make_hard_dataset(root, n_train=n_train, n_val=n_val, imgsz=imgsz)
 
 
 def train(model, data, project, name, **kw) -> Path:

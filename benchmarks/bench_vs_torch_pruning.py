@@ -1,0 +1,104 @@
+"""Issue 12 benchmark: ultra-prune against Torch-Pruning's YOLOv8 recipe at the same GFLOPs, from one base checkpoint.
+
+Both arms start from the same base yolov8n, get the same sparse-training and fine-tuning epochs with the same
+optimizer, and are cut to -30 %, -50 % and -70 % GFLOPs (at the training imgsz, as ultralytics counts):
+
+  torch-pruning : C2f split in two convs, sparse training with GroupNormPruner.regularize, group-L2 importance,
+                  the same ratio in every layer, Detect ignored, progressive steps to the GFLOPs target, fine-tune
+  ultra-prune   : sparse training with sparsity_target=<cut> prune_by=flops, `prune` at the recorded target, fine-tune
+
+Prints GFLOPs, params and mAP50-95 right after pruning and after fine-tuning. Needs the benchmark-only extra
+``pip install torch-pruning``. Not a test: about 40 minutes on a 2-core CPU with the defaults.
+
+    python benchmarks/bench_vs_torch_pruning.py [--data hard|easy] [--cuts 0.3 0.5 0.7] [--base-epochs 30]
+                                                [--sparse-epochs 10] [--finetune-epochs 10] [--optimizer SGD]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import checkpoint_model, dataset, hard_dataset, map50_95, train
+from tp_recipe import TPSparseTrainer, prune_progressively, split_c2f
+
+from ultra_prune.api import prune
+from ultra_prune.checkpoint import load_model, save_model
+from ultra_prune.pruning import MARKER
+from ultra_prune.report import count_params, gflops
+
+IMGSZ = 128
+
+
+def tp_arm(base, data, out, cut, a, kw):
+    """Torch-Pruning's recipe; returns (pruned checkpoint, fine-tuned checkpoint)."""
+    model, ckpt = load_model(base)
+    split = out / "tp_split.pt"
+    if not split.exists():
+        split_c2f(model)
+        setattr(model, MARKER, {"history": []})  # ultra-prune's trainer then keeps this architecture as it is
+        save_model(model, split, ckpt, exist_ok=True)
+    sparse = out / "tp_sparse" / "weights" / "last.pt"
+    if not sparse.exists():
+        from ultralytics import YOLO
+
+        YOLO(str(split)).train(trainer=TPSparseTrainer, data=str(data), epochs=a.sparse_epochs, project=str(out),
+                               name="tp_sparse", **kw)
+    model, ckpt = load_model(sparse)
+    target = (1 - cut) * gflops(model, IMGSZ)
+    prune_progressively(model, target, IMGSZ, gflops)
+    setattr(model, MARKER, {"history": [{"tp": cut}]})
+    pruned = out / f"tp_{cut:g}_pruned.pt"
+    save_model(model, pruned, ckpt, exist_ok=True)
+    return pruned, train(pruned, data, out, f"tp_{cut:g}_finetune", epochs=a.finetune_epochs, **kw)
+
+
+def ultra_arm(base, data, out, cut, a, kw):
+    """ultra-prune's recipe; returns (pruned checkpoint, fine-tuned checkpoint)."""
+    sparse = train(base, data, out, f"up_{cut:g}_sparse", epochs=a.sparse_epochs, sparsity_target=cut,
+                   prune_by="flops", **kw)
+    pruned = out / f"up_{cut:g}_pruned.pt"
+    prune(sparse, prune_out=pruned, exist_ok=True, imgsz=IMGSZ, verbose=False)
+    return pruned, train(pruned, data, out, f"up_{cut:g}_finetune", epochs=a.finetune_epochs, **kw)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", choices=["hard", "easy"], default="hard")
+    ap.add_argument("--cuts", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    ap.add_argument("--base-epochs", type=int, default=30)
+    ap.add_argument("--sparse-epochs", type=int, default=10)
+    ap.add_argument("--finetune-epochs", type=int, default=10)
+    ap.add_argument("--optimizer", default="SGD")
+    ap.add_argument("--out", default="runs/bench_vs_torch_pruning")
+    a = ap.parse_args()
+    out = Path(a.out).resolve()
+    data = (hard_dataset if a.data == "hard" else dataset)(out / "data")
+    kw = dict(optimizer=a.optimizer, imgsz=IMGSZ)
+    base = out / "base" / "weights" / "last.pt"
+    if not base.exists():
+        train("yolov8n.yaml", data, out, "base", epochs=a.base_epochs, **kw)
+    base_row = {"gflops": gflops(checkpoint_model(base), IMGSZ), "map": map50_95(base, data)}
+    rows = []
+    for cut in a.cuts:
+        for method, arm in (("Torch-Pruning", tp_arm), ("ultra-prune", ultra_arm)):
+            pruned, tuned = arm(base, data, out, cut, a, kw)
+            m = checkpoint_model(pruned)
+            row = {"cut": cut, "method": method, "gflops": gflops(m, IMGSZ), "params": count_params(m),
+                   "map_pruned": map50_95(pruned, data), "map_tuned": map50_95(tuned, data)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            (out / "results.json").write_text(json.dumps({"base": base_row, "rows": rows}, indent=2))
+    print(f"\n{a.data} built-in dataset, {IMGSZ} px, yolov8n base ({a.base_epochs} epochs, mAP50-95 "
+          f"{base_row['map']:.3f}, {base_row['gflops']:.3f} GFLOPs); every arm: {a.sparse_epochs} sparse + "
+          f"{a.finetune_epochs} fine-tuning epochs, optimizer={a.optimizer}\n")
+    print("| GFLOPs cut asked | method | GFLOPs cut | params | mAP50-95 right after prune | after fine-tune |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['cut']:.0%} | {r['method']} | {1 - r['gflops'] / base_row['gflops']:.1%} | {r['params']:,} | "
+              f"{r['map_pruned']:.3f} | {r['map_tuned']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
