@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 
-from ultra_prune.args import uses_ultra_prune, validate
+from ultra_prune.args import native_distillation, validate
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
 
@@ -18,8 +18,9 @@ def _trainer_for(task):
 
 def check_task(task, kwargs: dict) -> None:
     """Refuse ultra-prune arguments for a task no plugin has a trainer for (rather than train without them)."""
-    if uses_ultra_prune(kwargs) and _trainer_for(task) is None:
-        used = sorted(k for k in ("sparsity", "sparsity_beta", "sparsity_target", "prune") if kwargs.get(k))
+    ours = ("sparsity", "sparsity_beta", "sparsity_target", "prune") + (() if native_distillation() else ("distill_model",))
+    used = sorted(k for k in ours if kwargs.get(k))
+    if used and _trainer_for(task) is None:
         raise UltraPruneError(
             f"task '{task}' is not supported by ultra-prune yet, so {', '.join(used)} would be ignored; "
             "train a detection model (e.g. yolov8n.yaml) or drop these arguments"

@@ -55,3 +55,13 @@ def sparse_ckpt(tmp_path_factory, data_yaml):
     project = tmp_path_factory.mktemp("runs")
     YOLO("yolov8n.yaml").train(data=str(data_yaml), **train_kwargs(project, "sparse", sparsity=1.0))
     return project / "sparse" / "weights" / "last.pt"
+
+
+@pytest.fixture(scope="session")
+def one_shot(tmp_path_factory, sparse_ckpt, data_yaml):
+    """The run folder of YOLO(sparse).train(prune=0.5): prune, then fine-tune."""
+    from ultralytics import YOLO
+
+    project = tmp_path_factory.mktemp("oneshot")
+    YOLO(str(sparse_ckpt)).train(data=str(data_yaml), **train_kwargs(project, "ft", prune=0.5))
+    return project / "ft"

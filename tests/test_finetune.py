@@ -25,16 +25,6 @@ def ckpt_params(path) -> int:
     return n_params(ck.get("ema") or ck["model"])
 
 
-@pytest.fixture(scope="module")
-def one_shot(tmp_path_factory, sparse_ckpt, data_yaml):
-    """YOLO(sparse).train(prune=0.5): prune, then fine-tune."""
-    from ultralytics import YOLO
-
-    project = tmp_path_factory.mktemp("oneshot")
-    YOLO(str(sparse_ckpt)).train(data=str(data_yaml), **train_kwargs(project, "ft", prune=0.5))
-    return project / "ft"
-
-
 def test_one_shot_prunes_saves_and_fine_tunes_the_pruned_model(one_shot, sparse_ckpt):
     pruned = ckpt_params(one_shot / "weights" / "pruned.pt")
     assert pruned < 0.8 * ckpt_params(sparse_ckpt)

@@ -17,11 +17,21 @@ EXTRA_DEFAULTS = {
     "prune_by": "channels",  # what prune= and sparsity_target= count: 'channels' (prunable channels) or 'flops'
     "prune_round": 8,  # kept channel counts are rounded up to a multiple of this
     "prune_min": 8,  # per-layer floor of kept channels
+    "distill_model": None,  # teacher checkpoint for distillation while training (ultralytics' own key on 8.4.80+)
+    "distill_loss": "logit",  # 'logit' (ultra-prune: class scores + box distributions) or 'feature' (ultralytics')
     "prune_onnx": False,  # `yolo prune`: also report ONNX sizes and onnxruntime-vs-torch parity
     "prune_out": None,  # where `yolo prune` writes the pruned checkpoint (default: <model>_pruned.pt)
 }
 SPARSITY_MODES = ("prox", "polar", "grad")
 PRUNE_BY = ("channels", "flops")
+DISTILL_LOSSES = ("logit", "feature")
+
+
+def native_distillation() -> bool:
+    """Whether the installed ultralytics ships its own (feature) distillation (8.4.80 and later)."""
+    import importlib.util
+
+    return importlib.util.find_spec("ultralytics.nn.distill_model") is not None
 
 
 def _number(key, value, lo, hi, lo_open, hi_open, example, integer=False):
@@ -53,6 +63,11 @@ def validate(args: dict) -> None:
             )
     if get("prune_by") is not None and get("prune_by") not in PRUNE_BY:
         raise UltraPruneError(f"'prune_by={get('prune_by')}' is not one of {PRUNE_BY}; use e.g. prune_by=flops")
+    if get("distill_loss") is not None and get("distill_loss") not in DISTILL_LOSSES:
+        raise UltraPruneError(f"'distill_loss={get('distill_loss')}' is not one of {DISTILL_LOSSES}; use e.g. distill_loss=logit")
+    if get("distill_loss") == "feature" and not native_distillation():
+        raise UltraPruneError("'distill_loss=feature' is ultralytics' own distillation, which this ultralytics release "
+                              "does not ship (8.4.80 and later do); use distill_loss=logit")
     if get("prune") not in (None, 0, 0.0):
         _number("prune", get("prune"), 0, 1, True, True, "0.5")
     if get("prune_round") is not None:
@@ -64,8 +79,3 @@ def validate(args: dict) -> None:
             "'resume' cannot be combined with 'prune': resume continues the run as it was; "
             "drop prune= to resume, or drop resume= to prune and start a new fine-tuning run"
         )
-
-
-def uses_ultra_prune(args: dict) -> bool:
-    """True when ``args`` turns on a feature that needs the ultra-prune trainer."""
-    return bool(args.get("sparsity") or args.get("sparsity_beta") or args.get("sparsity_target") or args.get("prune"))

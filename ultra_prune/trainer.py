@@ -25,7 +25,8 @@ STALL_EPOCHS = 3  # epochs after which sparse training that has not moved gets a
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
+    """The model inside a DDP (``module``) or torch.compile (``_orig_mod``) wrapper."""
+    return getattr(model, "_orig_mod", getattr(model, "module", model))
 
 
 def reset_classes(model: nn.Module, nc: int) -> None:
@@ -108,6 +109,29 @@ class SlimDetectionTrainer(DetectionTrainer):
             report.save(self.save_dir / "prune_report.txt")
             report.save(self.save_dir / "prune_report.json")
         return pruned
+
+    # --- distillation ---------------------------------------------------------------------------------------
+    def _setup_train(self, *args, **kwargs):
+        """The stock set-up; with ``distill_model`` and ``distill_loss=logit``, ultralytics' own distillation
+        wrapper (8.4.80+) stays out and the logit distillation goes on the student's criterion, after the EMA copy
+        is made, so the teacher never enters the EMA or a checkpoint."""
+        teacher = self.args.distill_model if self.args.distill_loss == "logit" else None
+        if teacher:
+            self.args.distill_model = None
+        try:
+            super()._setup_train(*args, **kwargs)
+        finally:
+            if teacher:
+                self.args.distill_model = teacher
+        if teacher:
+            from ultra_prune.distill import DistillCriterion, load_teacher
+
+            model = _unwrap(self.model)
+            head = model.model[-1]
+            model.criterion = DistillCriterion(model.init_criterion(), load_teacher(teacher, model),
+                                               getattr(head, "reg_max", 16), head.nc)
+            if RANK in {-1, 0}:
+                LOGGER.info(f"{PREFIX} distilling from {teacher} (logit: class scores + box-edge distributions)")
 
     # --- sparse training ------------------------------------------------------------------------------------
     def progress(self) -> float:
