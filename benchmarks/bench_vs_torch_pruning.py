@@ -6,6 +6,7 @@ optimizer, and are cut to -30 %, -50 % and -70 % GFLOPs (at the training imgsz, 
   torch-pruning : C2f split in two convs, sparse training with GroupNormPruner.regularize, group-L2 importance,
                   the same ratio in every layer, Detect ignored, progressive steps to the GFLOPs target, fine-tune
   ultra-prune   : sparse training with sparsity_target=<cut> prune_by=flops, `prune` at the recorded target, fine-tune
+  + distill     : the same pruned model, fine-tuned with distill_model=<base> (logit distillation)
 
 Prints GFLOPs, params and mAP50-95 right after pruning and after fine-tuning. Needs the benchmark-only extra
 ``pip install torch-pruning``. Not a test: about 40 minutes on a 2-core CPU with the defaults.
@@ -39,7 +40,7 @@ def tp_arm(base, data, out, cut, a, kw):
         split_c2f(model)
         setattr(model, MARKER, {"history": []})  # ultra-prune's trainer then keeps this architecture as it is
         save_model(model, split, ckpt, exist_ok=True)
-    sparse = out / "tp_sparse" / "weights" / "last.pt"
+    sparse = out / "tp_sparse" / "weights" / "last.pt"  # one regularised run serves every cut
     if not sparse.exists():
         from ultralytics import YOLO
 
@@ -54,13 +55,27 @@ def tp_arm(base, data, out, cut, a, kw):
     return pruned, train(pruned, data, out, f"tp_{cut:g}_finetune", epochs=a.finetune_epochs, **kw)
 
 
+def ultra_pruned(base, data, out, cut, a, kw):
+    """ultra-prune's sparse training to the GFLOPs cut, then `prune` at the recorded target."""
+    pruned = out / f"up_{cut:g}_pruned.pt"
+    if not pruned.exists():
+        sparse = train(base, data, out, f"up_{cut:g}_sparse", epochs=a.sparse_epochs, sparsity_target=cut,
+                       prune_by="flops", **kw)
+        prune(sparse, prune_out=pruned, imgsz=IMGSZ, verbose=False)
+    return pruned
+
+
 def ultra_arm(base, data, out, cut, a, kw):
     """ultra-prune's recipe; returns (pruned checkpoint, fine-tuned checkpoint)."""
-    sparse = train(base, data, out, f"up_{cut:g}_sparse", epochs=a.sparse_epochs, sparsity_target=cut,
-                   prune_by="flops", **kw)
-    pruned = out / f"up_{cut:g}_pruned.pt"
-    prune(sparse, prune_out=pruned, exist_ok=True, imgsz=IMGSZ, verbose=False)
+    pruned = ultra_pruned(base, data, out, cut, a, kw)
     return pruned, train(pruned, data, out, f"up_{cut:g}_finetune", epochs=a.finetune_epochs, **kw)
+
+
+def ultra_distill_arm(base, data, out, cut, a, kw):
+    """ultra-prune's recipe, fine-tuned with the base model as the teacher."""
+    pruned = ultra_pruned(base, data, out, cut, a, kw)
+    return pruned, train(pruned, data, out, f"up_{cut:g}_distill", epochs=a.finetune_epochs,
+                         distill_model=str(base), **kw)
 
 
 def main():
@@ -82,7 +97,8 @@ def main():
     base_row = {"gflops": gflops(checkpoint_model(base), IMGSZ), "map": map50_95(base, data)}
     rows = []
     for cut in a.cuts:
-        for method, arm in (("Torch-Pruning", tp_arm), ("ultra-prune", ultra_arm)):
+        for method, arm in (("Torch-Pruning", tp_arm), ("ultra-prune", ultra_arm),
+                            ("ultra-prune + distill", ultra_distill_arm)):
             pruned, tuned = arm(base, data, out, cut, a, kw)
             m = checkpoint_model(pruned)
             row = {"cut": cut, "method": method, "gflops": gflops(m, IMGSZ), "params": count_params(m),

@@ -211,3 +211,14 @@ def test_unsupported_task_refused_by_the_yolo_cli(tmp_path, data_yaml):
     assert r.returncode == 2, r.stderr[-2000:]
     err = [line for line in (r.stdout + r.stderr).splitlines() if "not supported by ultra-prune" in line]
     assert len(err) == 1 and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_target_reached_when_an_epoch_has_no_optimizer_step(tmp_path, data_yaml):
+    """3 batches of 8 with nbs=64: no optimizer step happens in the single epoch, yet the target is met."""
+    from ultralytics import YOLO
+
+    YOLO("yolov8n.yaml").train(data=str(data_yaml), **train_kwargs(tmp_path, "t1", epochs=1, sparsity_target=0.5,
+                                                                  prune_by="flops", nbs=64))
+    rows = read_csv(tmp_path / "t1" / "results.csv")
+    assert float(rows[-1]["sparsity/reached"]) >= 0.5

@@ -170,7 +170,9 @@ class SlimDetectionTrainer(DetectionTrainer):
     def shrink_target_channels(self) -> None:
         """Scale the chosen channels of the model and its EMA to the schedule's value at this point of training
         (after every optimizer step, and at every epoch end: with few batches and a large ``nbs`` an epoch may
-        end without a step)."""
+        end without a step, so the first choice may be due here too)."""
+        if not self.target.chosen:
+            self.choose_target_channels(epoch_start=False)
         if self.target.chosen:
             ema = getattr(self, "ema", None)
             self.target.step([_unwrap(self.model)] + ([ema.ema] if ema else []), self.progress())
