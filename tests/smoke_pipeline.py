@@ -31,8 +31,9 @@ def _env() -> None:
 
 def train_kwargs(project, name, **kw) -> dict:
     """Small, quiet CPU training arguments (the same as tests/conftest.py's)."""
-    return dict(epochs=1, imgsz=IMGSZ, batch=8, workers=0, device="cpu", plots=False, project=str(project),
-                name=name, exist_ok=True, verbose=False, amp=False, **kw)
+    args = dict(epochs=1, imgsz=IMGSZ, batch=8, workers=0, device="cpu", plots=False, project=str(project),
+                name=name, exist_ok=True, verbose=False, amp=False)
+    return {**args, **kw}
 
 
 def n_params(model) -> int:
@@ -120,6 +121,30 @@ def prune_finetune(last, data, project, ratio: float = 0.5) -> dict:
     return {"params": counts, "best": best}
 
 
+def target_prune_distill(data, project, workdir) -> dict:
+    """``sparsity_target=0.5 prune_by=flops`` (2 epochs), ``yolo prune`` with no ``prune=`` (the recorded target), then
+    1 epoch of fine-tuning with ``distill_model=`` the sparse checkpoint: the pruned size survives throughout."""
+    from ultralytics import YOLO
+
+    YOLO("yolov8n.yaml").train(data=str(data), **train_kwargs(project, "target", epochs=2, sparsity_target=0.5,
+                                                              prune_by="flops"))
+    sparse = Path(project) / "target" / "weights" / "last.pt"
+    rows = (Path(project) / "target" / "results.csv").read_text().splitlines()
+    header = [k.strip() for k in rows[0].split(",")]
+    reached = float(rows[-1].split(",")[header.index("sparsity/reached")])
+    assert reached >= 0.5, f"sparsity_target=0.5 reached only {reached:.3f}"
+    out = Path(workdir) / "target_pruned.pt"
+    yolo = Path(sys.executable).parent / "yolo"
+    r = subprocess.run([str(yolo), "prune", f"model={sparse}", f"prune_out={out}", f"imgsz={IMGSZ}"], cwd=workdir,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and out.is_file(), f"yolo prune (recorded target) failed:\n{r.stderr[-4000:]}"
+    YOLO(str(out)).train(data=str(data), **train_kwargs(project, "distill", distill_model=str(sparse)))
+    best = Path(project) / "distill" / "weights" / "best.pt"
+    counts = {"sparse": ckpt_params(sparse), "pruned": ckpt_params(out), "distilled": ckpt_params(best)}
+    assert counts["pruned"] < counts["sparse"] and counts["distilled"] == counts["pruned"], counts
+    return {"target_reached": reached, "target_params": counts}
+
+
 def use_plain(best, data, project) -> dict:
     """Validate and predict with a plain ``YOLO(best)``; the model must keep its pruned size throughout."""
     from ultralytics import YOLO
@@ -188,6 +213,9 @@ def run(workdir, gamma_check: bool = False, plugin_off_check: bool = True) -> di
     t = time.perf_counter()
     info.update(prune_finetune(last, data, project))
     times["prune+finetune"] = time.perf_counter() - t
+    t = time.perf_counter()
+    info.update(target_prune_distill(data, project, workdir))
+    times["target+prune+distill"] = time.perf_counter() - t
     t = time.perf_counter()
     info.update(use_plain(info["best"], data, project))
     times["val+predict"] = time.perf_counter() - t
