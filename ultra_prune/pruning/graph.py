@@ -4,13 +4,17 @@ The model's own graph (each layer's ``f`` inputs) is walked with per-module *rul
 A rule receives the module and its input ``Signal`` and returns the output ``Signal``, telling the graph what it
 does with channels: a conv that produces new channels, a residual add that couples two channel spaces, a concat,
 a depthwise conv that passes channels through, or an opaque module whose channels must stay.
+A block that cuts a tensor it did not produce (``chunk`` of its input, attention heads, a residual add of a
+two-part signal) has the graph ``split`` the spaces at the cut: every holder of a split space then sees its
+pieces, and ``tie`` keeps the counts that must stay equal.
 
 Knows torch and ultralytics' ``Conv`` layout (``conv``/``bn``/``act``) only; nothing of trainers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import accumulate
 
 import torch
 from torch import nn
@@ -66,6 +70,7 @@ class Space:
     reason: str = ""
     parent: Space | None = None
     tie: Space | None = None  # union-find of spaces that must keep equal counts (e.g. C2f's two chunk halves)
+    pieces: list = field(default_factory=list)  # after ``ChannelGraph.split``: [(piece, offset)]; then gone
 
     def root(self) -> Space:
         s = self
@@ -109,6 +114,19 @@ class Signal(list):
         return sum(s.size for s in self)
 
 
+def shift_terms(terms: tuple, lo: int) -> tuple:
+    """The terms of a segment's channels ``lo, lo+1, ...`` (what a space's piece starting at ``lo`` carries)."""
+    return tuple(replace(t, offset=t.offset + lo, inputs=shift_terms(t.inputs, lo)) for t in terms)
+
+
+def _bounds(x: Signal) -> list[int]:
+    out, at = [], 0
+    for seg in x:
+        at += seg.size
+        out.append(at)
+    return out
+
+
 class ChannelGraph:
     """Builds the channel spaces of a model. Rules call the methods below; ``analyse`` walks the model."""
 
@@ -131,7 +149,7 @@ class ChannelGraph:
 
     def fix(self, x: Signal, reason: str) -> None:
         """Mark every space of ``x`` unprunable."""
-        for seg in x:
+        for seg in self.resolve(x):
             root = seg.space.root()
             if not root.fixed:
                 root.fixed, root.reason = True, reason
@@ -160,7 +178,7 @@ class ChannelGraph:
     def consume(self, conv: nn.Conv2d, x: Signal, bn: nn.BatchNorm2d | None = None) -> None:
         """Record that ``conv`` (groups=1) reads ``x``."""
         offset = 0
-        for seg in x:
+        for seg in self.resolve(x):
             seg.space.root().consumers.append(Consumer(conv, offset, seg.terms, bn))
             offset += seg.size
 
@@ -184,7 +202,7 @@ class ChannelGraph:
             return Signal([Segment(s, (Term(m, i * n),)) for i, s in enumerate(spaces)])
         if conv.groups == conv.in_channels == conv.out_channels and chunks == 1:
             out, offset = Signal(), 0
-            for seg in x:
+            for seg in self.resolve(x):
                 seg.space.root().depthwise.append((m, offset))
                 out.append(Segment(seg.space, (Term(m, offset, seg.terms),)))
                 offset += seg.size
@@ -203,6 +221,7 @@ class ChannelGraph:
 
     def add(self, a: Signal, b: Signal) -> Signal:
         """A residual add: couples the spaces of ``a`` and ``b`` channel by channel."""
+        a, b = self.resolve(a), self.resolve(b)
         if len(a) != len(b) or any(sa.size != sb.size for sa, sb in zip(a, b)):
             self.fix(a, "residual add of unaligned signals")
             self.fix(b, "residual add of unaligned signals")
@@ -239,4 +258,89 @@ class ChannelGraph:
             self.fix(x, "model output")
 
     def roots(self) -> list[Space]:
-        return [s for s in self.spaces if s.parent is None]
+        return [s for s in self.spaces if s.parent is None and not s.pieces]
+
+    # --- splitting spaces (a block that chunks a tensor it did not produce: ADown, GhostBottleneck, heads) ------
+    def resolve(self, x: Signal) -> Signal:
+        """``x`` with every segment of a space that was split since replaced by segments of its pieces."""
+        if not any(seg.space.root().pieces for seg in x):
+            return x
+        out = Signal()
+        for seg in x:
+            root = seg.space.root()
+            if not root.pieces:
+                out.append(seg)
+                continue
+            for piece, lo in root.pieces:
+                out.extend(self.resolve(Signal([Segment(piece, shift_terms(seg.terms, lo))])))
+        return out
+
+    def _split_root(self, root: Space, cuts: list[int]) -> bool:
+        """Split ``root`` into pieces at the channel offsets ``cuts``; every holder of it sees the pieces (through
+        ``resolve``). A space tied to others is split with them, piece by piece tied (equal counts per piece keep
+        the totals equal). False when that is impossible (tied spaces of different sizes)."""
+        cuts = sorted({c for c in cuts if 0 < c < root.size})
+        if not cuts:
+            return True
+        group = [s for s in self.roots() if s.tie_root() is root.tie_root()]
+        if any(s.size != root.size for s in group):
+            return False
+        bounds = [0, *cuts, root.size]
+        split = []
+        for s in group:
+            pieces = []
+            for lo, hi in zip(bounds, bounds[1:]):
+                p = self.new_space(hi - lo, s.fixed, s.reason)
+                p.producers = [(m, o + lo) for m, o in s.producers]
+                p.depthwise = [(m, o + lo) for m, o in s.depthwise]
+                p.consumers = [Consumer(c.conv, c.offset + lo, shift_terms(c.terms, lo), c.bn) for c in s.consumers]
+                pieces.append((p, lo))
+            split.append(pieces)
+        for s, pieces in zip(group, split):
+            s.pieces = pieces
+        for i in range(len(bounds) - 1):
+            for pieces in split[1:]:
+                self.tie(split[0][i][0], pieces[i][0])
+        return True
+
+    def split(self, x: Signal, sizes: list[int]) -> list[Signal]:
+        """``x`` cut into consecutive signals of ``sizes`` channels (``torch.split``). A segment across a cut has
+        its space split there (for every holder); where that is impossible its channels are fixed."""
+        x = self.resolve(x)
+        if sum(sizes) != x.channels:
+            raise ValueError(f"split of {x.channels} channels into {sizes}")
+        cuts = list(accumulate(sizes))[:-1]
+        while True:
+            x, start, again = self.resolve(x), 0, False
+            for i, seg in enumerate(x):
+                end = start + seg.size
+                inner = [c - start for c in cuts if start < c < end]
+                if inner:
+                    again = True
+                    if not self._split_root(seg.space.root(), inner):
+                        self.fix(Signal([seg]), "split of a tied space")
+                        parts = [b - a for a, b in zip([0, *inner], [*inner, seg.size])]
+                        fixed = [s for n in parts for s in self.fixed_signal(n, "split of a tied space")]
+                        x = Signal([*x[:i], *fixed, *x[i + 1:]])
+                    break
+                start = end
+            if not again:
+                break
+        out, seg_iter = [], iter(x)
+        for n in sizes:
+            part = Signal()
+            while part.channels < n:
+                part.append(next(seg_iter))
+            out.append(part)
+        return out
+
+    def align(self, a: Signal, b: Signal) -> tuple[Signal, Signal]:
+        """``a`` and ``b`` split at each other's segment boundaries, so that ``add`` pairs them segment by segment."""
+        a, b = self.resolve(a), self.resolve(b)
+        while a.channels == b.channels and _bounds(a) != _bounds(b):
+            cuts = sorted(set(_bounds(a)) | set(_bounds(b)))
+            sizes = [hi - lo for lo, hi in zip([0, *cuts], cuts)]
+            a = Signal(seg for part in self.split(a, sizes) for seg in part)
+            b = Signal(seg for part in self.split(b, sizes) for seg in part)
+            a, b = self.resolve(a), self.resolve(b)
+        return a, b
