@@ -32,7 +32,7 @@ def compensate(keep: dict[Space, torch.Tensor]) -> None:
             if const is None:
                 continue
             w = c.conv.weight[:, c.offset + removed].sum((2, 3))  # [out, |removed|]
-            d = w.float() @ const.float()
+            d = w.double() @ const.double()  # float64: the fold adds up many terms (1e-4 relative error in float32)
             prev = deltas.get(c.conv, (0, c.bn))[0]
             deltas[c.conv] = (prev + d, c.bn)
     for conv, (d, bn) in deltas.items():
