@@ -6,7 +6,10 @@ optimizer, and are cut to -30 %, -50 % and -70 % GFLOPs (at the training imgsz, 
   torch-pruning : C2f split in two convs, sparse training with GroupNormPruner.regularize, group-L2 importance,
                   the same ratio in every layer, Detect ignored, progressive steps to the GFLOPs target, fine-tune
   ultra-prune   : sparse training with sparsity_target=<cut> prune_by=flops, `prune` at the recorded target, fine-tune
-  + distill     : the same pruned model, fine-tuned with distill_model=<base> (logit distillation)
+  + distill     : the same pruned model, fine-tuned with distill_model=<unpruned> (logit distillation), where
+                  <unpruned> is the base trained on, unpruned, for the same sparse + fine-tuning epochs
+  + feature     : the same, with ultralytics' own feature distillation (distill_loss=feature, its default dis=6.0;
+                  only where the installed ultralytics ships it, 8.4.80 and later)
 
 Prints GFLOPs, params and mAP50-95 right after pruning and after fine-tuning. Needs the benchmark-only extra
 ``pip install torch-pruning``. Not a test: about 40 minutes on a 2-core CPU with the defaults.
@@ -21,10 +24,12 @@ import argparse
 import json
 from pathlib import Path
 
+import common
 from common import checkpoint_model, dataset, hard_dataset, map50_95, train
 from tp_recipe import TPSparseTrainer, prune_progressively, split_c2f
 
 from ultra_prune.api import prune
+from ultra_prune.args import native_distillation
 from ultra_prune.checkpoint import load_model, save_model
 from ultra_prune.pruning import MARKER
 from ultra_prune.report import count_params, gflops
@@ -71,11 +76,22 @@ def ultra_arm(base, data, out, cut, a, kw):
     return pruned, train(pruned, data, out, f"up_{cut:g}_finetune", epochs=a.finetune_epochs, **kw)
 
 
-def ultra_distill_arm(base, data, out, cut, a, kw):
-    """ultra-prune's recipe, fine-tuned with the base model as the teacher."""
+def unpruned(base, data, out, a, kw):
+    """The base trained on, unpruned, for as many epochs as the arms get: the reference and the teacher."""
+    return train(base, data, out, "unpruned", epochs=a.sparse_epochs + a.finetune_epochs, **kw)
+
+
+def ultra_distill_arm(base, data, out, cut, a, kw, loss="logit"):
+    """ultra-prune's recipe, fine-tuned with the unpruned model as the teacher."""
     pruned = ultra_pruned(base, data, out, cut, a, kw)
-    return pruned, train(pruned, data, out, f"up_{cut:g}_distill", epochs=a.finetune_epochs,
-                         distill_model=str(base), **kw)
+    name = f"up_{cut:g}_distill" + ("" if loss == "logit" else f"_{loss}")
+    return pruned, train(pruned, data, out, name, epochs=a.finetune_epochs, distill_loss=loss,
+                         distill_model=str(unpruned(base, data, out, a, kw)), **kw)
+
+
+def feature_distill_arm(base, data, out, cut, a, kw):
+    """ultra-prune's recipe, fine-tuned with ultralytics' own feature distillation from the same teacher."""
+    return ultra_distill_arm(base, data, out, cut, a, kw, loss="feature")
 
 
 def main():
@@ -87,18 +103,23 @@ def main():
     ap.add_argument("--finetune-epochs", type=int, default=10)
     ap.add_argument("--optimizer", default="SGD")
     ap.add_argument("--out", default="runs/bench_vs_torch_pruning")
+    ap.add_argument("--reuse", action="store_true", help="keep runs whose last.pt already exists in --out")
     a = ap.parse_args()
     out = Path(a.out).resolve()
+    common.REUSE = a.reuse
     data = (hard_dataset if a.data == "hard" else dataset)(out / "data")
     kw = dict(optimizer=a.optimizer, imgsz=IMGSZ)
     base = out / "base" / "weights" / "last.pt"
     if not base.exists():
         train("yolov8n.yaml", data, out, "base", epochs=a.base_epochs, **kw)
-    base_row = {"gflops": gflops(checkpoint_model(base), IMGSZ), "map": map50_95(base, data)}
+    base_row = {"gflops": gflops(checkpoint_model(base), IMGSZ), "map": map50_95(base, data),
+                "map_unpruned": map50_95(unpruned(base, data, out, a, kw), data)}
     rows = []
     for cut in a.cuts:
-        for method, arm in (("Torch-Pruning", tp_arm), ("ultra-prune", ultra_arm),
-                            ("ultra-prune + distill", ultra_distill_arm)):
+        arms = [("Torch-Pruning", tp_arm), ("ultra-prune", ultra_arm), ("ultra-prune + distill", ultra_distill_arm)]
+        if native_distillation():
+            arms.append(("ultra-prune + ultralytics' feature distill", feature_distill_arm))
+        for method, arm in arms:
             pruned, tuned = arm(base, data, out, cut, a, kw)
             m = checkpoint_model(pruned)
             row = {"cut": cut, "method": method, "gflops": gflops(m, IMGSZ), "params": count_params(m),
@@ -108,7 +129,8 @@ def main():
             (out / "results.json").write_text(json.dumps({"base": base_row, "rows": rows}, indent=2))
     print(f"\n{a.data} built-in dataset, {IMGSZ} px, yolov8n base ({a.base_epochs} epochs, mAP50-95 "
           f"{base_row['map']:.3f}, {base_row['gflops']:.3f} GFLOPs); every arm: {a.sparse_epochs} sparse + "
-          f"{a.finetune_epochs} fine-tuning epochs, optimizer={a.optimizer}\n")
+          f"{a.finetune_epochs} fine-tuning epochs, optimizer={a.optimizer}; the base trained on unpruned for as "
+          f"long: {base_row['map_unpruned']:.3f}\n")
     print("| GFLOPs cut asked | method | GFLOPs cut | params | mAP50-95 right after prune | after fine-tune |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -27,14 +27,20 @@ def hard_dataset(root, n_train=600, n_val=150, imgsz=128) -> Path:
     return yaml if yaml.exists() else make_hard_dataset(root, n_train=n_train, n_val=n_val, imgsz=imgsz)
 
 
+REUSE = False  # a benchmark's --reuse: a run whose last.pt exists is not trained again
+
+
 def train(model, data, project, name, **kw) -> Path:
-    """Train quietly on the CPU; return last.pt."""
+    """Train quietly on the CPU; return last.pt (with REUSE, an existing one as it is)."""
     from ultralytics import YOLO
 
+    last = Path(project) / name / "weights" / "last.pt"
+    if REUSE and last.exists():
+        return last
     args = dict(imgsz=128, batch=16, workers=0, device="cpu", plots=False, verbose=False, exist_ok=True,
                 project=str(project), name=name, amp=False, seed=0, deterministic=True)
     YOLO(str(model)).train(data=str(data), **{**args, **kw})
-    return Path(project) / name / "weights" / "last.pt"
+    return last
 
 
 def map50_95(weights, data, imgsz=128) -> float:
