@@ -4,6 +4,7 @@ Both arms get the same total epochs and optimizer on the built-in data (the hard
 larger model is clearly more accurate):
   slimmed : --large base (E/2) -> sparse training with sparsity_target = 1 - small/large GFLOPs, prune_by=flops
             (E/4) -> `prune` at the recorded target -> fine-tune (E/4)
+  + distill: the same, fine-tuned with distill_model=<--large trained for E epochs> (logit distillation)
   scratch : --small trained for E epochs
 Prints mAP50-95, GFLOPs, params and the onnxruntime CPU latency (batch 1) of each. Not a test (~30 min on a
 2-core CPU with the defaults).
@@ -19,6 +20,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import common
 from common import checkpoint_model, dataset, hard_dataset, map50_95, train
 
 from ultra_prune.api import prune
@@ -50,7 +52,9 @@ def main():
     ap.add_argument("--epochs", type=int, default=40, help="total epochs of each arm")
     ap.add_argument("--optimizer", default="SGD")
     ap.add_argument("--out", default="runs/bench_vs_smaller")
+    ap.add_argument("--reuse", action="store_true", help="keep runs whose last.pt already exists in --out")
     a = ap.parse_args()
+    common.REUSE = a.reuse
     out = Path(a.out).resolve()
     data = (hard_dataset if a.data == "hard" else dataset)(out / "data")
     e_base, e_sparse = a.epochs // 2, a.epochs // 4
@@ -66,9 +70,11 @@ def main():
     pruned_pt = out / "large_pruned.pt"
     prune(sparse, prune_out=pruned_pt, exist_ok=True, imgsz=IMGSZ, verbose=False)
     slimmed = train(pruned_pt, data, out, "large_finetune", epochs=e_ft, **kw)
+    distilled = train(pruned_pt, data, out, "large_distill", epochs=e_ft, distill_model=str(large), **kw)
 
     rows = {}
     for name, w in ((f"scratch {a.small}", scratch), (f"slimmed {a.large}", slimmed),
+                    (f"slimmed {a.large} + distill", distilled),
                     (f"{a.large}, {a.epochs} epochs", large), (f"{a.large} pruned, before fine-tune", pruned_pt)):
         m = checkpoint_model(w)
         rows[name] = {"map50_95": map50_95(w, data), "gflops": gflops(m, IMGSZ), "params": count_params(m),

@@ -27,7 +27,7 @@ def hard_dataset(root, n_train=600, n_val=150, imgsz=128) -> Path:
     return yaml if yaml.exists() else make_hard_dataset(root, n_train=n_train, n_val=n_val, imgsz=imgsz)
 
 
-REUSE = False  # a benchmark's --reuse: a run whose last.pt exists is not trained again
+REUSE = False  # a benchmark's --reuse: a run that finished (its last.pt stripped) is not trained again
 
 
 def train(model, data, project, name, **kw) -> Path:
@@ -35,7 +35,7 @@ def train(model, data, project, name, **kw) -> Path:
     from ultralytics import YOLO
 
     last = Path(project) / name / "weights" / "last.pt"
-    if REUSE and last.exists():
+    if REUSE and last.exists() and torch.load(last, map_location="cpu", weights_only=False).get("epoch") == -1:
         return last
     args = dict(imgsz=128, batch=16, workers=0, device="cpu", plots=False, verbose=False, exist_ok=True,
                 project=str(project), name=name, amp=False, seed=0, deterministic=True)
