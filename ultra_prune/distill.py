@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WEIGHT = 1.0  # distillation loss weight, relative to the detection loss (measured: bench_vs_torch_pruning.py)
+WEIGHT = 1.0  # relative to the detection loss; bench_vs_torch_pruning.py: +0.9 to +1.3 pt (no other weight tried)
 
 
 def head_outputs(preds, reg_max: int, nc: int) -> tuple[torch.Tensor, torch.Tensor]:
