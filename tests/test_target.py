@@ -222,3 +222,21 @@ def test_target_reached_when_an_epoch_has_no_optimizer_step(tmp_path, data_yaml)
                                                                   prune_by="flops", nbs=64))
     rows = read_csv(tmp_path / "t1" / "results.csv")
     assert float(rows[-1]["sparsity/reached"]) >= 0.5
+
+
+@pytest.mark.slow
+def test_target_run_resumes_and_still_reaches_the_target(tmp_path, data_yaml):
+    from ultralytics import YOLO
+
+    def stop(trainer):
+        if trainer.epoch == 1:
+            raise KeyboardInterrupt("simulated interruption")
+
+    model = YOLO("yolov8n.yaml")
+    model.add_callback("on_fit_epoch_end", stop)
+    with pytest.raises(KeyboardInterrupt):
+        model.train(data=str(data_yaml), **train_kwargs(tmp_path, "r", epochs=5, sparsity_target=0.5, nbs=8))
+    last = tmp_path / "r" / "weights" / "last.pt"
+    YOLO(str(last)).train(resume=True)
+    rows = read_csv(tmp_path / "r" / "results.csv")
+    assert len(rows) == 5 and float(rows[-1]["sparsity/reached"]) >= 0.5

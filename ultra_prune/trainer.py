@@ -17,7 +17,7 @@ from ultra_prune.args import EXTRA_DEFAULTS, validate
 from ultra_prune.hookspecs import hookimpl
 from ultra_prune.pruning import is_pruned
 from ultra_prune.sparsity import BNSparsity, gamma_values, stats_of
-from ultra_prune.target import FREEZE, OBSERVE, ZERO, SparsityTarget
+from ultra_prune.target import FREEZE, OBSERVE, ZERO, SparsityTarget, envelope
 from ultra_prune.patches.compat import log
 
 PREFIX = colorstr("ultra-prune:")
@@ -46,8 +46,9 @@ def reset_classes(model: nn.Module, nc: int) -> None:
 
 
 class SlimDetectionTrainer(DetectionTrainer):
-    """DetectionTrainer + ``sparsity*`` (BN-L1 sparse training) + ``prune*`` (prune, then fine-tune) arguments,
-    and a ``get_model`` that keeps a pruned architecture instead of rebuilding it from the yaml."""
+    """DetectionTrainer + ``sparsity*`` (manual-lambda BN-L1 sparse training), ``sparsity_target`` (sparse training
+    to a share of channels or GFLOPs), ``prune*`` (prune, then fine-tune) and ``distill_model`` (logit
+    distillation) arguments, and a ``get_model`` that keeps a pruned architecture instead of rebuilding it."""
 
     def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None):
         from ultra_prune.patches import apply
@@ -144,10 +145,12 @@ class SlimDetectionTrainer(DetectionTrainer):
         scores, then at every epoch start until the choice freezes."""
         if epoch_start:
             self.batch_i = 0
-        p = self.progress()
-        if p < OBSERVE or (self.target.chosen and (p >= FREEZE or not epoch_start)):
+        p, first = self.progress(), not self.target.chosen
+        if p < OBSERVE or (not first and (p >= FREEZE or not epoch_start)):
             return
         self.target.choose(_unwrap(self.model))
+        if first:  # a resumed run's weights already follow the envelope up to here
+            self.target.scale = envelope(p)
         if RANK in {-1, 0}:
             LOGGER.info(f"{PREFIX} sparsity_target={self.args.sparsity_target} (prune_by={self.args.prune_by}): "
                         f"{self.target.chosen_count()} BatchNorm channels chosen to go to zero by "
