@@ -53,6 +53,7 @@ class SparsityTarget:
         self.chosen: dict[str, torch.Tensor] = {}  # BatchNorm module name -> channel indices to zero
         self.scale = 1.0  # the envelope value last applied
         self.taylor: dict[str, torch.Tensor] = {}  # BatchNorm module name -> accumulated first-order scores
+        self._names: dict[nn.Module, str] = {}  # module -> name in the model last chosen from
 
     @torch.no_grad()
     def observe(self, model: nn.Module, grad_scale: float = 1.0) -> None:
@@ -68,7 +69,7 @@ class SparsityTarget:
 
     def importance(self, space) -> torch.Tensor:
         """A space's per-channel importance: its Taylor score summed over the group's BatchNorms once scores were
-        observed (comparable across layers: both are loss changes), else |gamma| relative to the layer's mean."""
+        observed (loss changes, so they compare across layers), else |gamma| relative to the layer's mean."""
         if not self.taylor:
             return layer_relative(space)
         bns = [(self._names[m.bn], o) for m, o in space.producers + space.depthwise]
