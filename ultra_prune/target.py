@@ -54,6 +54,7 @@ class SparsityTarget:
         self.scale = 1.0  # the envelope value last applied
         self.taylor: dict[str, torch.Tensor] = {}  # BatchNorm module name -> accumulated first-order scores
         self._names: dict[nn.Module, str] = {}  # module -> name in the model last chosen from
+        self._modules: dict[int, tuple] = {}  # id(model) -> (model, its modules by name), for the per-step scaling
 
     @torch.no_grad()
     def observe(self, model: nn.Module, grad_scale: float = 1.0) -> None:
@@ -92,6 +93,7 @@ class SparsityTarget:
             for m, offset in space.producers + space.depthwise:
                 chosen.setdefault(names[m.bn], []).append(removed + offset)
         self.chosen = {n: torch.cat(ix).unique() for n, ix in chosen.items()}
+        self._modules = {}
 
     def chosen_count(self) -> int:
         return sum(len(ix) for ix in self.chosen.values())
@@ -99,7 +101,10 @@ class SparsityTarget:
     @torch.no_grad()
     def _scale(self, models: list[nn.Module], factor: float) -> None:
         for model in models:
-            modules = dict(model.named_modules())
+            held, modules = self._modules.get(id(model), (None, None))
+            if held is not model:
+                modules = dict(model.named_modules())
+                self._modules[id(model)] = (model, modules)
             for name, idx in self.chosen.items():
                 bn = modules[name]
                 i = idx.to(bn.weight.device)
