@@ -104,16 +104,14 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     if source is not None:
         model, ckpt = load_model(source)
     recorded = recorded_target(ckpt) if prune is None else None
-    if prune is None and recorded is None:
-        check_prune_args(prune)  # the one-line 'prune is missing' error
-    if recorded:
+    if prune is None:
+        if recorded is None:
+            check_prune_args(prune)  # the one-line 'prune is missing' error
         prune = recorded["prune"]
-        prune_by, prune_round, prune_min = (v if v is not None else recorded[k] for k, v in
-                                            (("prune_by", prune_by), ("prune_round", prune_round), ("prune_min", prune_min)))
-    prune_by = prune_by or EXTRA_DEFAULTS["prune_by"]
-    prune_round = EXTRA_DEFAULTS["prune_round"] if prune_round is None else prune_round
-    prune_min = EXTRA_DEFAULTS["prune_min"] if prune_min is None else prune_min
-    check_prune_args(prune, prune_round, prune_min)
+    given = {"prune_by": prune_by, "prune_round": prune_round, "prune_min": prune_min}
+    prune_by, prune_round, prune_min = (v if v is not None else (recorded or EXTRA_DEFAULTS)[k] for k, v in given.items())
+    if recorded:  # the given values were checked above; the recorded ones come from a training run's args
+        check_prune_args(prune, prune_round, prune_min)
     pruned, info = prune_model(model, prune, int(prune_round), int(prune_min), prune_by, imgsz,
                                take_dead=recorded is not None)
     prefix = colorstr("ultra-prune:")

@@ -90,8 +90,11 @@ def select_target(spaces: list[Space], target: float, round_to: int = 8, floor: 
     """
     importance = importance or layer_relative
     units = _units(spaces)
-    order = {id(s): torch.argsort(importance(s), stable=True) for u in units for s in u}
-    score = {id(s): importance(s)[order[id(s)]] for u in units for s in u}
+    order, score = {}, {}
+    for s in (s for u in units for s in u):
+        imp = importance(s)
+        order[id(s)] = torch.argsort(imp, stable=True)
+        score[id(s)] = imp[order[id(s)]]
     total = flops.total if flops is not None else sum(s.size for s in spaces if s.prunable)
     goal = target * total
     kept = {id(u[0]): (u, _steps(max(s.size for s in u), round_to, floor), 0) for u in units}
