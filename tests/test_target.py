@@ -182,11 +182,25 @@ def test_taylor_scores_steer_the_choice():
     bn = model.model[0].bn
     expected = (bn.weight * bn.weight.grad + bn.bias * bn.bias.grad).abs().detach() / 4.0
     torch.testing.assert_close(t.taylor["model.0.bn"], expected)
+    scores = {n: v.clone() for n, v in t.taylor.items()}
     t.choose(model)
     assert not t.taylor  # scores are used once, for this choice
-    names = {n: m for n, m in model.named_modules()}
-    for name, idx in t.chosen.items():  # the chosen channels of a layer are its lowest-scored ones (its own share)
-        assert isinstance(names[name], nn.BatchNorm2d) and len(idx) < names[name].num_features
+    # in a space with a single BatchNorm (no residual partner, no depthwise follower), the chosen channels are the
+    # lowest-scored ones of that layer
+    names = {m: n for n, m in model.named_modules()}
+    spaces = [s for s in analyse(model).roots() if s.prunable and len(s.producers) == 1 and not s.depthwise]
+    per_bn = {}
+    for s in spaces:
+        per_bn.setdefault(names[s.producers[0][0].bn], []).append(s)
+    checked = 0
+    for name, (space,) in ((n, ss) for n, ss in per_bn.items() if len(ss) == 1 and n in t.chosen):
+        offset, idx = space.producers[0][1], t.chosen[name]
+        mine = idx[(idx >= offset) & (idx < offset + space.size)]  # a C2f cv1 BatchNorm holds two spaces
+        if len(mine):
+            lowest = torch.argsort(scores[name][offset : offset + space.size], stable=True)[: len(mine)]
+            assert set(mine.tolist()) == set((lowest + offset).tolist()), name
+            checked += 1
+    assert checked >= 3
 
 
 @pytest.mark.parametrize("args", [{"sparsity_target": 0.5}, {"sparsity": 0.5}, {"prune": 0.5}])
