@@ -1,18 +1,19 @@
-"""Block coverage of the pruner: how much of every shipped detection model the dependency analysis can prune.
+"""Block coverage of the pruner: how much of every shipped model the dependency analysis can prune.
 
-    python benchmarks/bench_coverage.py                 # every detect yaml x every scale it defines
+    python benchmarks/bench_coverage.py                 # every supported yaml x every scale it defines
     python benchmarks/bench_coverage.py --scales n      # the smallest scale of each only (fast)
-    python benchmarks/bench_coverage.py --check 0.9     # exit 1 if any detect yaml is below 90 %
+    python benchmarks/bench_coverage.py --check 0.9     # exit 1 if any supported yaml is below 90 %
 
-Walks the installed ultralytics' ``cfg/models``, builds each detection yaml at every scale letter it defines
-(``DetectionModel(..., verbose=False)``, from yaml: no downloads, no training) and runs the pruner's dependency
+Walks the installed ultralytics' ``cfg/models``, builds each detect, segment, pose, obb and classify yaml at every
+scale letter it defines (its task's model class, ``verbose=False``, from yaml: no downloads, no training) and runs
+the pruner's dependency
 analysis (``ultra_prune.pruning.analyse``). The *prunable share* of a model is the channels ``prune`` may choose
 from (the summed sizes of the prunable channel spaces) over the model's BatchNorm channels. A residual group
 counts once however many BatchNorms share it, so a model full of residual adds stays under 100 % even when
 everything is prunable; the next column counts every BatchNorm of a prunable group instead (100 %: nothing was
 left intact). The table gives both as min-max over the scales, and what the analysis left intact
-(``graph.intact``). Yamls of other tasks (segment, pose, obb, classify, ...) and other model kinds (YOLOE,
-World, RT-DETR) are listed at the end as not supported yet.
+(``graph.intact``). Yamls of other tasks (semantic, depth) and other model kinds (YOLOE, World, RT-DETR) are
+listed at the end as not supported.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-# the pruner's task is detect; these name parts mark other tasks and other model kinds
-OTHER_TASKS = ("-seg", "-pose", "-obb", "-cls", "-sem", "-depth")
+# the pruner covers detect, segment, pose, obb and classify; these name parts mark other tasks and model kinds
+OTHER_TASKS = ("-sem", "-depth")
 OTHER_KINDS = ("yoloe", "world", "rtdetr")
 SIZE_ORDER = "tnsmcblex"  # yolov9 t/s/m/c/e, yolov10 n/s/m/b/l/x, ..., smallest first
 
@@ -43,12 +44,12 @@ def models_dir() -> Path:
     return Path(ultralytics.__file__).parent / "cfg" / "models"
 
 
-def not_detect(stem: str) -> str | None:
-    """Why the yaml ``stem`` is out of scope (None: a detection yaml the pruner should cover)."""
+def not_covered(stem: str) -> str | None:
+    """Why the yaml ``stem`` is out of scope (None: a yaml the pruner should cover)."""
     if any(part in stem for part in OTHER_TASKS):
-        return "task not supported yet"
+        return "task not supported (semantic / depth)"
     if any(part in stem for part in OTHER_KINDS):
-        return "task not supported yet (model kind)"
+        return "model kind not supported (YOLOE / World / RT-DETR)"
     return None
 
 
@@ -80,7 +81,8 @@ def yamls(scales: str | None = None) -> tuple[dict[str, list[str]], dict[str, st
     ultralytics ships. ``scales``: only these size letters (a family without any of them: its smallest model)."""
     detect, skipped = {}, {}
     for path in sorted(models_dir().rglob("*.yaml")):
-        why = not_detect(path.stem)
+        why = not_covered(path.stem) or ("a torchvision backbone (its weights are downloaded when built)"
+                                         if "TorchVision" in path.read_text() else None)
         if why:
             skipped[path.stem] = why
             continue
@@ -93,17 +95,27 @@ def yamls(scales: str | None = None) -> tuple[dict[str, list[str]], dict[str, st
 
 
 def build(name: str) -> nn.Module:
-    """``DetectionModel(name)``; a size letter ultralytics does not guess (yolov10b) is passed as the scale."""
-    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+    """The model of ``name`` (its task's model class); a size letter ultralytics does not guess (yolov10b) is
+    passed as the scale."""
+    from ultralytics.nn import tasks
 
-    cfg = yaml_model_load(name)
+    cfg = tasks.yaml_model_load(name)
+    model_class = {"detect": "DetectionModel", "segment": "SegmentationModel", "pose": "PoseModel",
+                   "obb": "OBBModel", "classify": "ClassificationModel"}[tasks.guess_model_task(cfg)]
     letter = size_letter(name)
     if not cfg.get("scale") and letter in (cfg.get("scales") or {}):
         cfg["scale"] = letter
+    from ultralytics.utils import LOGGER
+
     torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return DetectionModel(cfg, verbose=False).eval()
+    level = LOGGER.level
+    LOGGER.setLevel("WARNING")  # ClassificationModel logs its summary even with verbose=False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return getattr(tasks, model_class)(cfg, verbose=False).eval()
+    finally:
+        LOGGER.setLevel(level)
 
 
 def coverage(model: nn.Module) -> dict:
@@ -169,9 +181,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scales", default=None, help="scale letters to build, e.g. 'n' or 'ns' (default: all)")
     ap.add_argument("--family", action="append", default=None, help="only this yaml family (repeatable)")
     ap.add_argument("--check", type=float, default=None, metavar="FLOOR",
-                    help="exit 1 if any detect yaml's prunable share is below FLOOR (a fraction, e.g. 0.9)")
+                    help="exit 1 if any covered yaml's prunable share is below FLOOR (a fraction, e.g. 0.9)")
     ap.add_argument("--check-bn", type=float, default=None, metavar="FLOOR",
-                    help="exit 1 if any detect yaml has less than FLOOR of its BatchNorm channels in prunable groups")
+                    help="exit 1 if any covered yaml has less than FLOOR of its BatchNorm channels in prunable groups")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # small forward passes only; one thread avoids OpenMP stalls on a busy machine
     import ultralytics

@@ -65,14 +65,14 @@ def strip_bn(module: nn.Module) -> None:
 
 @pytest.fixture(scope="session")
 def ckpts(tmp_path_factory):
-    """Checkpoints built from yaml (no training): det, cls, fused and no-BN."""
-    from ultralytics.nn.tasks import ClassificationModel, DetectionModel
+    """Checkpoints built from yaml (no training): det, rtdetr (a head with no channel rule), fused and no-BN."""
+    from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
 
     from ultra_prune.checkpoint import save_model
 
     d = tmp_path_factory.mktemp("ckpts")
     save_model(DetectionModel("yolov8n.yaml", verbose=False), d / "det.pt")
-    save_model(ClassificationModel("yolov8n-cls.yaml", verbose=False), d / "cls.pt")
+    save_model(RTDETRDetectionModel("yolov8n-rtdetr.yaml", verbose=False), d / "rtdetr.pt")
     save_model(DetectionModel("yolov8n.yaml", verbose=False).fuse(verbose=False), d / "fused.pt")
     m = DetectionModel("yolov8n.yaml", verbose=False)
     strip_bn(m)
@@ -91,7 +91,7 @@ def ws(tmp_path, monkeypatch):
 
 def make_input(kind: str, ws: Path, ckpts: Path) -> str:
     """Create the input checkpoint of ``kind`` in ``ws``; return its name relative to ``ws`` (the cwd)."""
-    if kind in {"det", "cls", "fused", "nobn"}:
+    if kind in {"det", "rtdetr", "fused", "nobn"}:
         shutil.copy(ckpts / f"{kind}.pt", ws / f"{kind}.pt")
         return f"{kind}.pt"
     if kind == "missing":
@@ -297,8 +297,8 @@ def test_prune_cli_without_model(ws, log):
 MODEL_CASES = {
     "fused": r"the model is fused .*; load the unfused checkpoint",
     "nobn": r"no BatchNorm2d layers.*network slimming needs a model with Conv\+BN blocks",
-    "cls": r"task 'classify' \(ClassificationModel with a Classify head\) is not supported by the detection pruner.*"
-           r"prune a detection model",
+    "rtdetr": r"task 'detect' \(RTDETRDetectionModel with a RTDETRDecoder head\) is not supported by the pruner: it "
+              r"has no channel rule for RTDETRDecoder; prune a detect, segment, pose, obb or classify model",
 }
 
 

@@ -53,14 +53,20 @@ def shipped(yaml: str) -> bool:
     return True
 
 
+MODEL_CLASS = {"detect": "DetectionModel", "segment": "SegmentationModel", "pose": "PoseModel", "obb": "OBBModel",
+               "classify": "ClassificationModel"}
+
+
 def build(yaml: str, seed: int = 0, zero_frac: float = 0.0):
+    """The model of ``yaml`` (its task's model class), with seeded conv weights and randomised BatchNorms."""
     from ultralytics import __version__
-    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.nn import tasks
 
     if not shipped(yaml):
         pytest.skip(f"{yaml} is not shipped with ultralytics {__version__}")
     torch.manual_seed(seed)  # conv weights too
-    return randomize_bn(DetectionModel(yaml, verbose=False), seed, zero_frac).eval()
+    model = getattr(tasks, MODEL_CLASS[tasks.guess_model_task(yaml)])(yaml, verbose=False)
+    return randomize_bn(model, seed, zero_frac).eval()
 
 
 @functools.lru_cache(maxsize=None)
@@ -387,11 +393,11 @@ def test_fused_model_refused():
         prune_model(fused, 0.5)
 
 
-def test_classification_model_refused():
-    from ultralytics.nn.tasks import ClassificationModel
+def test_model_without_head_rule_refused():
+    from ultralytics.nn.tasks import RTDETRDetectionModel
 
-    model = ClassificationModel("yolov8n-cls.yaml", verbose=False)
-    with pytest.raises(UltraPruneError, match="classify"):
+    model = RTDETRDetectionModel("yolov8n-rtdetr.yaml", verbose=False)
+    with pytest.raises(UltraPruneError, match="no channel rule for RTDETRDecoder"):
         prune_model(model, 0.5)
 
 

@@ -74,7 +74,7 @@ def recorded_target(ckpt: dict) -> dict | None:
 def prune(model, prune: float | None = None, prune_round: int | None = None, prune_min: int | None = None,
           prune_out=None, exist_ok: bool = False, data=None, imgsz: int = 640, batch: int = 16,
           prune_onnx: bool = False, verbose: bool = True, prune_by: str | None = None, **_ignored):
-    """Prune ``model`` (a checkpoint path or a DetectionModel) and return ``(pruned_model, report)``.
+    """Prune ``model`` (a checkpoint path or an ultralytics model) and return ``(pruned_model, report)``.
 
     ``prune`` is the share of prunable channels to remove (``prune_by='channels'``) or of GFLOPs at ``imgsz``
     (``'flops'``). Without ``prune``, a checkpoint of a ``sparsity_target`` run is pruned at its recorded target

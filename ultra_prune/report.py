@@ -86,7 +86,7 @@ class PruneReport:
         lines.append(f"channels removed: {self.removed_channels}/{self.prunable_channels} prunable "
                      f"(prune={self.prune}, prune_by={self.prune_by}, prune_round={self.prune_round}, prune_min={self.prune_min})")
         if self.left_intact:
-            lines.append("left intact (no channel rule): " + ", ".join(self.left_intact))
+            lines.append("left intact: " + ", ".join(self.left_intact))
         return "\n".join(lines)
 
     def save(self, path) -> None:

@@ -1,4 +1,4 @@
-"""Network-slimming channel pruning of ultralytics detection models.
+"""Network-slimming channel pruning of ultralytics models (detect, segment, pose, obb, classify).
 
 ``prune_model`` = checks -> dependency analysis (``graph`` + ``rules``) -> selection (``select``) ->
 surgery (``surgery``). The result is made only of stock ultralytics classes and carries a small ``ultra_prune``
@@ -18,7 +18,7 @@ from ultra_prune.pruning.cost import FlopsModel
 from ultra_prune.pruning.select import plan, select_target
 from ultra_prune.pruning.surgery import compensate, slice_channels
 
-MARKER = "ultra_prune"  # attribute on the pruned DetectionModel, a plain dict
+MARKER = "ultra_prune"  # attribute on the pruned model, a plain dict
 
 
 def is_pruned(model) -> bool:
@@ -27,17 +27,20 @@ def is_pruned(model) -> bool:
 
 
 def check_prunable(model: nn.Module) -> None:
-    """Raise UltraPruneError if ``model`` is not an unfused ultralytics detection model with BatchNorm layers."""
+    """Raise UltraPruneError unless ``model`` is an unfused ultralytics model with BatchNorm layers whose head has a
+    channel rule (detect, segment, pose, obb and classify heads; plugins may add others)."""
     from ultralytics.nn.tasks import guess_model_task
 
     if not isinstance(model, nn.Module) or not isinstance(getattr(model, "model", None), nn.Sequential):
-        raise UltraPruneError(f"expected an ultralytics model (a DetectionModel), got {type(model).__name__}")
-    yaml = getattr(model, "yaml", None)  # the architecture, not checkpoint args (which default task to 'detect')
-    task = (guess_model_task(yaml) if isinstance(yaml, dict) else None) or guess_model_task(model)
-    if task != "detect" or type(model.model[-1]).__name__ not in {"Detect", "v10Detect"}:
+        raise UltraPruneError(f"expected an ultralytics model (e.g. a DetectionModel), got {type(model).__name__}")
+    head = model.model[-1]
+    if _rule_for()(head) is None:
+        yaml = getattr(model, "yaml", None)  # the architecture, not checkpoint args (which default task to 'detect')
+        task = (guess_model_task(yaml) if isinstance(yaml, dict) else None) or guess_model_task(model)
         raise UltraPruneError(
-            f"task '{task}' ({type(model).__name__} with a {type(model.model[-1]).__name__} head) is not supported "
-            "by the detection pruner yet; prune a detection model (e.g. yolov8n.yaml, task=detect)"
+            f"task '{task}' ({type(model).__name__} with a {type(head).__name__} head) is not supported by the "
+            f"pruner: it has no channel rule for {type(head).__name__}; prune a detect, segment, pose, obb or "
+            "classify model (e.g. yolov8n.yaml, yolov8n-seg.yaml, yolov8n-cls.yaml)"
         )
     # a fused Conv lost its bn; blocks whose ``conv`` is itself a Conv (RepVGGDW, yolov10) have no bn of their own
     if any(isinstance(getattr(m, "conv", None), nn.Conv2d) and hasattr(m, "forward_fuse") and not hasattr(m, "bn")

@@ -48,11 +48,11 @@ class Term:
 
 @dataclass(eq=False)
 class Consumer:
-    """``conv`` (an nn.Conv2d, groups=1) reads a space's channels at input channel ``offset``; its summed input
-    there is ``terms``. ``bn`` is the BatchNorm right after it (compensation goes to its running mean), or None
+    """``conv`` (an nn.Conv2d with groups=1, or an nn.Linear after global pooling) reads a space's channels at input
+    channel ``offset``; its summed input there is ``terms``. ``bn`` is the BatchNorm right after it (compensation goes to its running mean), or None
     (compensation goes to the conv's bias)."""
 
-    conv: nn.Conv2d
+    conv: nn.Conv2d | nn.Linear
     offset: int
     terms: tuple
     bn: nn.BatchNorm2d | None
@@ -175,8 +175,8 @@ class ChannelGraph:
         return ra
 
     # --- operations rules use -----------------------------------------------------------------------------
-    def consume(self, conv: nn.Conv2d, x: Signal, bn: nn.BatchNorm2d | None = None) -> None:
-        """Record that ``conv`` (groups=1) reads ``x``."""
+    def consume(self, conv: nn.Conv2d | nn.Linear, x: Signal, bn: nn.BatchNorm2d | None = None) -> None:
+        """Record that ``conv`` (groups=1, or a Linear reading globally pooled channels) reads ``x``."""
         offset = 0
         for seg in self.resolve(x):
             seg.space.root().consumers.append(Consumer(conv, offset, seg.terms, bn))

@@ -27,6 +27,14 @@ class ActSumTerm(Term):
         return self.module.act(sum(t.constant(idx) for t in self.inputs)).detach()
 
 
+@dataclass(eq=False)
+class ReluSumTerm(Term):
+    """``relu`` of the summed ``inputs``: ResNetBlock's ``relu(cv3(...) + shortcut(x))``."""
+
+    def constant(self, idx):
+        return torch.relu(sum(t.constant(idx) for t in self.inputs)).detach()
+
+
 def _is_conv(m, groups_one: bool = True) -> bool:
     """An ultralytics Conv (``conv`` + BatchNorm ``bn``), with groups=1 when ``groups_one``."""
     ok = isinstance(getattr(m, "conv", None), nn.Conv2d) and isinstance(getattr(m, "bn", None), nn.BatchNorm2d)
@@ -368,16 +376,83 @@ def a2c2f_rule(g, m, x):
     return out
 
 
-def detect_rule(g, m, xs):
-    """Detect: per level, each branch's inner convs are pruned; final convs keep 4*reg_max / nc outputs.
-    End-to-end heads (``one2one_*``) read the same features and are analysed like their one-to-many twins."""
-    for name in ("cv2", "cv3", "one2one_cv2", "one2one_cv3"):
-        branches = getattr(m, name, None)
-        if branches is None:
-            continue
-        for branch, x in zip(branches, xs):
+def resnetblock_rule(g, m, x):
+    """ResNetBlock: ``relu(cv3(cv2(cv1(x))) + shortcut(x))``, the shortcut an identity or a 1x1 Conv."""
+    y = add_aligned(g, g.run(m.cv3, g.run(m.cv2, g.run(m.cv1, x))), g.run(m.shortcut, x))
+    return Signal(Segment(seg.space, (ReluSumTerm(m, 0, seg.terms),)) for seg in y)
+
+
+def resnetlayer_rule(g, m, x):
+    """ResNetLayer: its ``layer`` (a Conv and a max-pool, or ResNetBlocks)."""
+    return g.run(m.layer, x)
+
+
+def _run_branches(g, m, xs, names) -> None:
+    """Run every per-level branch list of ``m`` named in ``names`` (absent or None ones skipped) on ``xs``."""
+    for name in names:
+        for branch, x in zip(getattr(m, name, None) or [], xs):
             g.run(branch, x)
+
+
+def detect_rule(g, m, xs):
+    """Detect and its task heads (Segment/Pose/OBB's ``cv4``: mask coefficients, keypoints, angles): per level,
+    each branch's inner convs are pruned; final convs keep their outputs (4*reg_max, nc, nm, nk, ne).
+    End-to-end heads (``one2one_*``) read the same features and are analysed like their one-to-many twins."""
+    _run_branches(g, m, xs, ("cv2", "cv3", "cv4", "one2one_cv2", "one2one_cv3", "one2one_cv4"))
     return None
+
+
+def segment_rule(g, m, xs):
+    """Segment / Segment26: the Detect branches and the mask-coefficient branch, plus ``proto`` (read from the
+    first level, or from every level for Proto26)."""
+    detect_rule(g, m, xs)
+    g.run(m.proto, xs if hasattr(m.proto, "feat_refine") else xs[0])
+    return None
+
+
+def pose26_rule(g, m, xs):
+    """Pose26: the Detect branches; ``cv4`` (two Convs) per level, read by the keypoint (``cv4_kpts``) and, while
+    training, the keypoint-sigma (``cv4_sigma``) prediction convs."""
+    _run_branches(g, m, xs, ("cv2", "cv3", "one2one_cv2", "one2one_cv3"))
+    for pre in ("", "one2one_"):
+        for i, (branch, x) in enumerate(zip(getattr(m, pre + "cv4", None) or [], xs)):
+            y = g.run(branch, x)
+            for tail in ("cv4_kpts", "cv4_sigma"):
+                convs = getattr(m, pre + tail, None)
+                if convs is not None:
+                    g.run(convs[i], y)
+    return None
+
+
+def proto_rule(g, m, x):
+    """Proto: ``cv3(cv2(upsample(cv1(x))))``. The upsample is a transposed conv whose response to a constant
+    channel differs from pixel to pixel (no bias can absorb it), so ``cv1``'s channels stay; ``cv2``'s are pruned.
+    ``cv3``'s outputs are the mask prototypes, a prediction output: they stay."""
+    y = g.opaque(m.upsample, g.run(m.cv1, x), "transposed conv: a removed channel's constant is no bias")
+    protos = g.run(m.cv3, g.run(m.cv2, y))
+    g.fix(protos, "mask prototypes (a prediction output)")
+    return protos
+
+
+def proto26_rule(g, m, xs):
+    """Proto26: ``feat = x[0] + sum(up(refine_i(x[i+1])))`` (nearest upsampling keeps constants, so every refine
+    conv's output joins the first level's channel space); ``Proto(feat_fuse(feat))`` and, while training,
+    ``semseg(feat)``."""
+    feat = xs[0]
+    for conv, x in zip(m.feat_refine, xs[1:]):
+        feat = add_aligned(g, feat, g.run(conv, x))
+    if getattr(m, "semseg", None) is not None:
+        g.run(m.semseg, feat)
+    return proto_rule(g, m, g.run(m.feat_fuse, feat))
+
+
+def classify_rule(g, m, x):
+    """Classify: ``linear(pool(conv(x)))`` (a list input is concatenated). Average pooling keeps a constant
+    channel constant, so ``conv``'s channels are pruned with ``linear`` as their consumer."""
+    x = x if isinstance(x, Signal) else g.concat(x)
+    y = g.run(m.conv, x)
+    g.consume(m.linear, y)
+    return g.fixed_signal(m.linear.out_features, "class scores")
 
 
 @lru_cache(maxsize=1)
@@ -396,6 +471,19 @@ def _rules():
         "SPPF": sppf_rule,
         "Detect": detect_rule,
         "v10Detect": detect_rule,
+        # task heads
+        "Segment": segment_rule,
+        "Segment26": segment_rule,
+        "Proto": proto_rule,
+        "Proto26": proto26_rule,
+        "Pose": detect_rule,
+        "Pose26": pose26_rule,
+        "OBB": detect_rule,
+        "OBB26": detect_rule,
+        "Classify": classify_rule,
+        # ResNet classifiers (yolov8-cls-resnet50/101)
+        "ResNetLayer": resnetlayer_rule,
+        "ResNetBlock": resnetblock_rule,
         # YOLO11 / YOLO26 / YOLOv10 attention
         "C2PSA": c2psa_rule,
         "PSA": c2psa_rule,
@@ -442,5 +530,5 @@ def _rules():
 
 @hookimpl(trylast=True)
 def ultra_prune_channel_rule(module):
-    """Exact-type lookup, so a subclass with different wiring (e.g. Segment, Pose) stays opaque."""
+    """Exact-type lookup, so a subclass with different wiring (e.g. YOLOEDetect, WorldDetect) stays opaque."""
     return _rules().get(type(module))

@@ -31,7 +31,8 @@ def compensate(keep: dict[Space, torch.Tensor]) -> None:
             const = sum(t.constant(removed) for t in c.terms) if c.terms else None
             if const is None:
                 continue
-            w = c.conv.weight[:, c.offset + removed].sum((2, 3))  # [out, |removed|]
+            w = c.conv.weight[:, c.offset + removed]
+            w = w.sum((2, 3)) if w.dim() == 4 else w  # [out, |removed|] (an nn.Linear consumer is 2-D already)
             d = w.double() @ const.double()  # float64: the fold adds up many terms (1e-4 relative error in float32)
             prev = deltas.get(c.conv, (0, c.bn))[0]
             deltas[c.conv] = (prev + d, c.bn)
@@ -40,7 +41,7 @@ def compensate(keep: dict[Space, torch.Tensor]) -> None:
             bn.running_mean.sub_(d.to(bn.running_mean))
         else:
             if conv.bias is None:
-                conv.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype))
+                conv.bias = nn.Parameter(torch.zeros(conv.weight.shape[0], dtype=conv.weight.dtype))
             conv.bias.add_(d.to(conv.bias))
 
 
@@ -74,6 +75,10 @@ def slice_channels(keep: dict[Space, torch.Tensor]) -> None:
             depthwise.add(m.conv)
         for c in space.consumers:
             ins.setdefault(c.conv, []).append((c.offset, removed))
+    for linear in [c for c in ins if isinstance(c, nn.Linear)]:  # a classifier reading pooled channels
+        mask = _keep_mask(linear.in_features, ins.pop(linear))
+        linear.weight = nn.Parameter(linear.weight.data[:, mask].clone(), requires_grad=linear.weight.requires_grad)
+        linear.in_features = int(mask.sum())
     for conv in outs.keys() | ins.keys():
         w = conv.weight.data
         out_mask = _keep_mask(conv.out_channels, outs.get(conv, []))
