@@ -184,10 +184,10 @@ def prox_reference(gamma: torch.Tensor, amount: float, polar: bool) -> torch.Ten
 
 def twin_step(t, model, state, grads):
     """The same optimizer step on a copy of ``model`` by the stock ``build_optimizer`` (no proximal hook)."""
-    from ultra_prune.trainer import SlimDetectionTrainer
+    from ultra_prune.trainer import SlimTrainer
 
     twin = copy.deepcopy(model)
-    opt = super(SlimDetectionTrainer, t).build_optimizer(twin, name=t.args.optimizer, lr=LR, momentum=0.9, decay=5e-4)
+    opt = super(SlimTrainer, t).build_optimizer(twin, name=t.args.optimizer, lr=LR, momentum=0.9, decay=5e-4)
     opt.load_state_dict(state)
     for p, g in zip(twin.parameters(), grads):
         p.grad = None if g is None else g.clone()

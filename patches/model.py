@@ -1,4 +1,4 @@
-"""``Model.train`` picks the ultra-prune trainer for detection and validates the new arguments; ``Model.prune``."""
+"""``Model.train`` picks the ultra-prune trainer of the model's task and validates the new arguments; ``Model.prune``."""
 
 from __future__ import annotations
 
@@ -16,14 +16,27 @@ def _trainer_for(task):
     return get_plugin_manager().hook.ultra_prune_trainer(task=task)
 
 
-def check_task(task, kwargs: dict) -> None:
-    """Refuse ultra-prune arguments for a task no plugin has a trainer for (rather than train without them)."""
+def trainer_for_model(model):
+    """The ultra-prune trainer for ``model`` (a ``Model``): the plugin's trainer for its task, when it extends the
+    trainer the model's own class would use (RT-DETR, World and YOLOE keep theirs: None)."""
+    ours = _trainer_for(model.task)
+    try:
+        stock = model.task_map[model.task]["trainer"]
+    except (AttributeError, KeyError, NotImplementedError, TypeError):
+        return ours
+    return ours if ours is not None and isinstance(stock, type) and issubclass(ours, stock) else None
+
+
+def check_task(model, kwargs: dict) -> None:
+    """Refuse ultra-prune arguments for a model no plugin has a trainer for (rather than train without them)."""
     ours = ("sparsity", "sparsity_beta", "sparsity_target", "prune") + (() if native_distillation() else ("distill_model",))
     used = sorted(k for k in ours if kwargs.get(k))
-    if used and _trainer_for(task) is None:
+    if used and trainer_for_model(model) is None:
+        what = f"task '{model.task}'" if _trainer_for(model.task) is None else f"{type(model).__name__} (its own trainer)"
         raise UltraPruneError(
-            f"task '{task}' is not supported by ultra-prune yet, so {', '.join(used)} would be ignored; "
-            "train a detection model (e.g. yolov8n.yaml) or drop these arguments"
+            f"{what} is not supported by ultra-prune, so {', '.join(used)} would be ignored; "
+            "train a detect, segment, pose, obb or classify model (e.g. yolov8n.yaml, yolov8n-seg.yaml) or drop "
+            "these arguments"
         )
 
 
@@ -33,9 +46,9 @@ def wrap_train(train):
     @functools.wraps(train)
     def wrapper(self, trainer=None, **kwargs):
         validate(kwargs)
-        check_task(self.task, kwargs)
+        check_task(self, kwargs)
         if trainer is None:
-            trainer = _trainer_for(self.task)
+            trainer = trainer_for_model(self)
         return train(self, trainer=trainer, **kwargs)
 
     wrapper._ultra_prune = True
@@ -90,13 +103,15 @@ def ultra_prune_patch(ultralytics):
             Model.train = wrap_train(Model.train)
         else:  # 8.0.136-8.0.142: the trainer comes from the module-level TASK_MAP
             task_map = model_module.TASK_MAP
-            task_map["detect"] = [*task_map["detect"][:1], _trainer_for("detect"), *task_map["detect"][2:]]
+            for task, classes in task_map.items():
+                if _trainer_for(task):
+                    task_map[task] = [*classes[:1], _trainer_for(task), *classes[2:]]
             original = Model.train
 
             @functools.wraps(original)
             def train(self, **kwargs):
                 validate(kwargs)
-                check_task(self.task, kwargs)
+                check_task(self, kwargs)
                 return original(self, **kwargs)
 
             train._ultra_prune = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,26 @@ def plain_ultralytics_env(**extra) -> dict:
     if not hasattr(patches, "torch_load"):
         env.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     return env
+
+
+# ``python -c PLAIN_CHECK <checkpoint> <data> <project>`` under ``plain_ultralytics_env()``: the checkpoint in plain
+# ultralytics (predict, val, ONNX export); prints one JSON line
+PLAIN_CHECK = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from ultralytics import YOLO
+
+    path, data, project = sys.argv[1:4]
+    assert "ultra_prune" not in sys.modules
+    model = YOLO(path)
+    params = sum(p.numel() for p in model.model.parameters())
+    results = model.predict(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8), imgsz=64,
+                            verbose=False)
+    metrics = model.val(data=data, imgsz=64, batch=8, plots=False, verbose=False, project=project, name="val")
+    onnx = model.export(format="onnx", imgsz=64, verbose=False)
+    print(json.dumps({"params": params, "task": model.task, "results": len(results), "fitness": float(metrics.fitness),
+                      "onnx": str(onnx), "ultra_prune": [m for m in sys.modules if m.startswith("ultra_prune")]}))
+""")
 
 
 def train_kwargs(project, name, **kw):

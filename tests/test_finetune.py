@@ -94,17 +94,13 @@ def test_fine_tuned_checkpoint_works_with_plain_ultralytics(tmp_path, one_shot, 
     assert in_module == "False" and int(n) == ckpt_params(best) and exported == "True"
 
 
-@pytest.mark.parametrize("sparse, printed", [({"sparsity": 0.01}, "0.01"), ({"sparsity_target": 0.5}, "0.5")])
-def test_ddp_worker_rebuilds_the_pruned_sparse_trainer(tmp_path, one_shot, data_yaml, sparse, printed):
-    """Generate the DDP worker file as ultralytics does and construct its trainer (no launch); in every rank the
-    trainer has the manual-lambda or the target sparsity."""
+def ddp_probe(trainer_class, overrides: dict, tmp_path) -> tuple[str, str, int]:
+    """Generate the DDP worker file of a ``trainer_class(overrides=...)`` as ultralytics does and run it with the
+    training replaced by a probe (no launch): ``(trainer class name, target or lambda, model parameters)`` as the
+    worker sees them."""
     from ultralytics.utils.dist import generate_ddp_file
 
-    from ultra_prune.trainer import SlimDetectionTrainer
-
-    pruned_pt = one_shot / "weights" / "pruned.pt"
-    overrides = train_kwargs(tmp_path, "ddp", model=str(pruned_pt), data=str(data_yaml), **sparse)
-    trainer = SlimDetectionTrainer(overrides=overrides)
+    trainer = trainer_class(overrides=overrides)
     if hasattr(trainer, "get_dataset") and not getattr(trainer, "data", None):
         trainer.data = trainer.get_dataset()
     trainer.setup_model()  # what the launching process holds before spawning (>= 8.4.140 pickles it)
@@ -127,12 +123,23 @@ def test_ddp_worker_rebuilds_the_pruned_sparse_trainer(tmp_path, one_shot, data_
         assert r.returncode == 0, r.stderr[-3000:]
         found = re.search(r"PROBE (\w+) ([\d.e-]+) (\d+)", r.stdout)
         assert found, r.stdout[-2000:]
-        assert found.group(1) == "SlimDetectionTrainer" and found.group(2) == printed
-        assert int(found.group(3)) == ckpt_params(pruned_pt)
+        return found.group(1), found.group(2), int(found.group(3))
     finally:
         for p in (path, os.path.splitext(path)[0] + ".pt"):
             if os.path.exists(p):
                 os.remove(p)
+
+
+@pytest.mark.parametrize("sparse, printed", [({"sparsity": 0.01}, "0.01"), ({"sparsity_target": 0.5}, "0.5")])
+def test_ddp_worker_rebuilds_the_pruned_sparse_trainer(tmp_path, one_shot, data_yaml, sparse, printed):
+    """In every rank the trainer has the manual-lambda or the target sparsity, and the pruned model."""
+    from ultra_prune.trainer import SlimDetectionTrainer
+
+    pruned_pt = one_shot / "weights" / "pruned.pt"
+    overrides = train_kwargs(tmp_path, "ddp", model=str(pruned_pt), data=str(data_yaml), **sparse)
+    name, value, params = ddp_probe(SlimDetectionTrainer, overrides, tmp_path)
+    assert name == "SlimDetectionTrainer" and value == printed
+    assert params == ckpt_params(pruned_pt)
 
 
 def test_iterative_slimming_prune_then_sparse_fine_tune_then_prune(tmp_path, one_shot, data_yaml):

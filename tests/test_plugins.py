@@ -58,12 +58,18 @@ def test_patches_are_idempotent():
     assert ultralytics.utils.DEFAULT_CFG_DICT["sparsity"] == 0.0 and ultralytics.utils.DEFAULT_CFG.prune_round == 8
 
 
-def test_trainer_is_chosen_for_detect_only():
-    from ultra_prune.trainer import SlimDetectionTrainer
+def test_trainer_is_chosen_per_task():
+    from ultralytics.models import yolo
+
+    from ultra_prune.trainer import SlimClassificationTrainer, SlimDetectionTrainer, SlimTrainer
 
     hook = get_plugin_manager().hook.ultra_prune_trainer
     assert hook(task="detect") is SlimDetectionTrainer
-    assert hook(task="classify") is None
+    assert hook(task="classify") is SlimClassificationTrainer
+    assert issubclass(SlimClassificationTrainer, yolo.classify.ClassificationTrainer)
+    for task in ("segment", "pose") + (("obb",) if hasattr(yolo, "obb") else ()):
+        assert issubclass(hook(task=task), SlimTrainer) and hook(task=task).__module__ == "ultra_prune.trainer"
+    assert hook(task="semantic") is None and hook(task="depth") is None
 
 
 def test_startup_hook_patches_plain_ultralytics_without_importing_torch(tmp_path):

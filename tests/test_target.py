@@ -204,22 +204,36 @@ def test_taylor_scores_steer_the_choice():
 
 
 @pytest.mark.parametrize("args", [{"sparsity_target": 0.5}, {"sparsity": 0.5}, {"prune": 0.5}])
-def test_unsupported_task_refuses_the_arguments(tmp_path, data_yaml, args):
-    """A segmentation model is refused before any run folder is made, not trained without sparsity."""
-    from ultralytics import YOLO
+def test_unsupported_model_refuses_the_arguments(tmp_path, data_yaml, args):
+    """An RT-DETR model (its own trainer) is refused before any run folder is made, not trained without sparsity."""
+    from ultralytics import RTDETR
 
-    with pytest.raises(UltraPruneError, match="task 'segment' is not supported"):
-        YOLO("yolov8n-seg.yaml").train(**train_kwargs(tmp_path, "seg", data=str(data_yaml), **args))
-    assert not (tmp_path / "seg").exists()
+    with pytest.raises(UltraPruneError, match=r"RTDETR \(its own trainer\) is not supported by ultra-prune"):
+        RTDETR("yolov8n-rtdetr.yaml").train(**train_kwargs(tmp_path, "rt", data=str(data_yaml), **args))
+    assert not (tmp_path / "rt").exists()
 
 
-def test_unsupported_task_refused_by_the_yolo_cli(tmp_path, data_yaml):
+def test_other_models_keep_their_own_trainer():
+    """Without ultra-prune arguments RT-DETR trains with its own trainer; every YOLO task gets ultra-prune's, which
+    extends the stock one."""
+    from ultralytics import RTDETR, YOLO
+
+    from ultra_prune.patches.model import trainer_for_model
+
+    assert trainer_for_model(RTDETR("yolov8n-rtdetr.yaml")) is None
+    for yaml in ("yolov8n.yaml", "yolov8n-seg.yaml", "yolov8n-pose.yaml", "yolov8n-cls.yaml"):
+        model = YOLO(yaml)
+        ours = trainer_for_model(model)
+        assert issubclass(ours, model.task_map[model.task]["trainer"]) and ours.__module__ == "ultra_prune.trainer"
+
+
+def test_unsupported_model_refused_by_the_yolo_cli(tmp_path, data_yaml):
     import subprocess
     import sys
     from pathlib import Path
 
     exe = Path(sys.executable).parent / "yolo"
-    r = subprocess.run([str(exe), "train", "model=yolov8n-seg.yaml", f"data={data_yaml}", "sparsity_target=0.5",
+    r = subprocess.run([str(exe), "train", "model=yolov8n-rtdetr.yaml", f"data={data_yaml}", "sparsity_target=0.5",
                         f"project={tmp_path}", "epochs=1", "imgsz=64", "device=cpu"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr[-2000:]

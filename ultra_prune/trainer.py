@@ -1,7 +1,8 @@
-"""The ultra-prune detection trainer: sparse (BN-L1) training, one-shot pruning and pruned-model fine-tuning.
+"""The ultra-prune trainers: sparse (BN-L1) training, one-shot pruning and pruned-model fine-tuning.
 
-A plain ``DetectionTrainer`` subclass in an importable module, so DDP workers can rebuild it. It is also the
-plugin that hands this trainer to ``Model.train`` for task ``detect``.
+One shared piece, ``SlimTrainer``, applied to each stock task trainer (detect, segment, pose, obb, classify); the
+classes live in this importable module, so DDP workers can rebuild them. It is also the plugin that hands them to
+``Model.train``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import copy
 
 import torch
 from torch import nn
-from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.models import yolo
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, colorstr
 
 from ultra_prune.args import EXTRA_DEFAULTS, validate
+from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
 from ultra_prune.pruning import is_pruned
 from ultra_prune.sparsity import BNSparsity, gamma_values, stats_of
@@ -30,7 +32,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def reset_classes(model: nn.Module, nc: int) -> None:
-    """Give a detection model ``nc`` classes: new, freshly initialised class convs; everything else kept."""
+    """Give a detection-style model (detect, segment, pose, obb) ``nc`` classes: new, freshly initialised class
+    convs; everything else kept."""
     head = model.model[-1]
     for name in ("cv3", "one2one_cv3"):
         for i, branch in enumerate(getattr(head, name, None) or []):
@@ -45,10 +48,11 @@ def reset_classes(model: nn.Module, nc: int) -> None:
         model.yaml["nc"] = nc
 
 
-class SlimDetectionTrainer(DetectionTrainer):
-    """DetectionTrainer + ``sparsity*`` (manual-lambda BN-L1 sparse training), ``sparsity_target`` (sparse training
-    to a share of channels or GFLOPs), ``prune*`` (prune, then fine-tune) and ``distill_model`` (logit
-    distillation) arguments, and a ``get_model`` that keeps a pruned architecture instead of rebuilding it."""
+class SlimTrainer:
+    """The ultra-prune piece of a stock task trainer (put first in the bases): ``sparsity*`` (manual-lambda BN-L1
+    sparse training), ``sparsity_target`` (sparse training to a share of channels or GFLOPs), ``prune*`` (prune,
+    then fine-tune) and ``distill_model`` (logit distillation, detect) arguments, and a ``get_model`` that keeps a
+    pruned architecture instead of rebuilding it."""
 
     def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None):
         from ultra_prune.patches import apply
@@ -60,6 +64,11 @@ class SlimDetectionTrainer(DetectionTrainer):
         super().__init__(cfg, overrides, _callbacks)
         validate({k: v for k, v in vars(self.args).items() if k != "resume"})
         a = self.args
+        if a.distill_model and a.distill_loss == "logit" and a.task != "detect":
+            raise UltraPruneError(
+                f"distill_loss=logit is built for detection heads, not task '{a.task}'; use distill_loss=feature "
+                "(ultralytics' own distillation, 8.4.80+) or drop distill_model="
+            )
         self.sparsity = (
             BNSparsity(a.sparsity, a.sparsity_beta, a.sparsity_decay, a.epochs) if a.sparsity or a.sparsity_beta else None
         )
@@ -83,7 +92,7 @@ class SlimDetectionTrainer(DetectionTrainer):
             model = copy.deepcopy(weights).float()
             for p in model.parameters():
                 p.requires_grad_(True)
-            if model.model[-1].nc != self.data["nc"]:
+            if getattr(model.model[-1], "nc", self.data["nc"]) != self.data["nc"]:  # Classify: the stock trainer
                 LOGGER.info(f"{PREFIX} re-initialising class convs for nc={self.data['nc']} (checkpoint had {model.model[-1].nc})")
                 reset_classes(model, self.data["nc"])
             if verbose and RANK in {-1, 0}:
@@ -265,6 +274,33 @@ class SlimDetectionTrainer(DetectionTrainer):
                 self.on_plot(f)
 
 
+class SlimDetectionTrainer(SlimTrainer, yolo.detect.DetectionTrainer):
+    """DetectionTrainer with ultra-prune's arguments."""
+
+
+class SlimSegmentationTrainer(SlimTrainer, yolo.segment.SegmentationTrainer):
+    """SegmentationTrainer with ultra-prune's arguments."""
+
+
+class SlimPoseTrainer(SlimTrainer, yolo.pose.PoseTrainer):
+    """PoseTrainer with ultra-prune's arguments."""
+
+
+class SlimClassificationTrainer(SlimTrainer, yolo.classify.ClassificationTrainer):
+    """ClassificationTrainer with ultra-prune's arguments."""
+
+
+TRAINERS = {"detect": SlimDetectionTrainer, "segment": SlimSegmentationTrainer, "pose": SlimPoseTrainer,
+            "classify": SlimClassificationTrainer}
+
+if hasattr(yolo, "obb"):  # ultralytics >= 8.1
+
+    class SlimOBBTrainer(SlimTrainer, yolo.obb.OBBTrainer):
+        """OBBTrainer with ultra-prune's arguments."""
+
+    TRAINERS["obb"] = SlimOBBTrainer
+
+
 @hookimpl(trylast=True)
 def ultra_prune_trainer(task):
-    return SlimDetectionTrainer if task == "detect" else None
+    return TRAINERS.get(task)
