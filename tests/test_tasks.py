@@ -85,6 +85,16 @@ def test_prune_task_model(yaml, ratio):
 
 
 @pytest.mark.parametrize("yaml", YAMLS)
+def test_prune_by_flops(yaml):
+    """``prune_by=flops`` removes at least the asked share of the GFLOPs ultralytics counts (training-only branches,
+    which its count never runs, included), and not much more."""
+    orig = base(yaml)
+    p, _ = prune_model(orig, 0.4, 8, 8, prune_by="flops", imgsz=128)
+    cut = 1 - pruning.reference_flops(p, 128) / pruning.reference_flops(orig, 128)
+    assert 0.4 <= cut < 0.43, cut
+
+
+@pytest.mark.parametrize("yaml", YAMLS)
 def test_prediction_outputs_stay(yaml):
     """The analysis never lets a prediction output go: final convs, mask prototypes and class scores are fixed."""
     graph = analyse(base(yaml))

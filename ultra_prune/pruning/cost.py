@@ -66,16 +66,21 @@ class FlopsModel:
         return self.initial - self.flops()
 
     def remove(self, space, n: int) -> float:
-        """Remove ``n`` channels of ``space`` (a ``graph.Space``) from the width counts; return the FLOPs saved."""
+        """Remove ``n`` channels of ``space`` (a ``graph.Space``) from the width counts; return the FLOPs saved.
+        Convs an inference pass never runs (training-only branches: Pose26's sigmas, Proto26's semantic head) cost
+        nothing here, as in ultralytics' count."""
+        counted = self.area.keys()
         touched = {m.conv for m, _ in space.producers + space.depthwise} | {c.conv for c in space.consumers}
-        touched &= self.area.keys()
+        touched &= counted
         before = sum(self.conv_flops(c) for c in touched)
-        for m, _ in space.producers:
-            self.cout[m.conv] -= n
+        for m, _ in space.producers + space.depthwise:
+            if m.conv in counted:
+                self.cout[m.conv] -= n
         for m, _ in space.depthwise:
-            self.cout[m.conv] -= n
-            self.cin[m.conv] -= n
-            self.groups[m.conv] -= n
+            if m.conv in counted:
+                self.cin[m.conv] -= n
+                self.groups[m.conv] -= n
         for c in space.consumers:
-            self.cin[c.conv] -= n
+            if c.conv in counted:
+                self.cin[c.conv] -= n
         return before - sum(self.conv_flops(c) for c in touched)
