@@ -107,6 +107,29 @@ def test_prediction_outputs_stay(yaml):
         assert id(head.proto.cv3.conv) not in produced and id(head.proto.cv2.conv) in produced
 
 
+@pytest.mark.parametrize("yaml", YAMLS)
+def test_pruned_model_takes_a_new_class_count(yaml):
+    """Fine-tuning a pruned checkpoint on data with other classes: every class output takes the new count (the
+    stock classify trainer resizes its linear layer itself)."""
+    from ultralytics.nn.tasks import ClassificationModel
+
+    from ultra_prune.trainer import reset_classes
+
+    p, _ = prune_model(base(yaml), 0.5, 8, 8)
+    nc = getattr(p.model[-1], "nc", None) or p.model[-1].linear.out_features
+    if isinstance(p, ClassificationModel):
+        ClassificationModel.reshape_outputs(p, 3)
+    else:
+        reset_classes(p, 3)
+    head = p.model[-1]
+    assert getattr(head, "nc", 3) == 3
+    shapes = {**out_shapes(run(p, IMGSZ)), **train_mode_shapes(p)}
+    before = {**out_shapes(run(base(yaml), IMGSZ)), **train_mode_shapes(base(yaml))}
+    changed = {k: (before[k][1], shapes[k][1]) for k in shapes if shapes[k] != before[k]}
+    assert changed and all(b - a == nc - 3 for b, a in changed.values()), changed  # class scores, semantic logits
+    assert not [k for k, v in shapes.items() if v[1] == nc], "an output kept the old class count"
+
+
 def all_outputs(model: nn.Module, train: bool) -> list[torch.Tensor]:
     """Every output tensor of ``model`` (eval: decoded predictions, protos, class probabilities; train: the raw
     training outputs, with keypoint sigmas and semantic logits), on one batch, with circular padding."""

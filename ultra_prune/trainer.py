@@ -33,8 +33,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def reset_classes(model: nn.Module, nc: int) -> None:
     """Give a detection-style model (detect, segment, pose, obb) ``nc`` classes: new, freshly initialised class
-    convs; everything else kept."""
+    convs (and Proto26's semantic-segmentation conv); everything else kept."""
     head = model.model[-1]
+    semantic = getattr(getattr(head, "proto", None), "semseg", None)
+    if semantic is not None:
+        semantic[-1] = nn.Conv2d(semantic[-1].in_channels, nc, 1)
     for name in ("cv3", "one2one_cv3"):
         for i, branch in enumerate(getattr(head, name, None) or []):
             old = branch[-1]
