@@ -14,6 +14,7 @@ from conftest import IMGSZ, train_kwargs
 from test_pruning import build
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning import analyse, channel_widths, flops_model, prune_model
+from ultra_prune.pruning.importance import magnitude
 from ultra_prune.pruning.select import select_target
 from ultra_prune.report import gflops
 from ultra_prune.target import FREEZE, ZERO, SparsityTarget, envelope
@@ -60,7 +61,7 @@ def test_flops_model_matches_ultralytics_counter_after_pruning():
     model = build("yolov8n.yaml")
     fm = flops_model(model, 128)
     roots = analyse(model).roots()
-    select_target(roots, 0.5, flops=fm)
+    select_target(roots, 0.5, flops=fm, importance=magnitude)  # prune_model's default importance, l1
     pruned, _ = prune_model(model, 0.5, prune_by="flops", imgsz=128)
     assert math.isclose(fm.total - fm.removed(), gflops(pruned, 128) * 1e9, rel_tol=1e-3)
 

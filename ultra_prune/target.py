@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from ultra_prune.pruning import analyse, flops_model
-from ultra_prune.pruning.select import layer_relative, select_target
+from ultra_prune.pruning.importance import TaylorScores, layer_relative
+from ultra_prune.pruning.select import select_target
 
 OBSERVE = 0.1  # progress until which scores are only gathered; the first choice is made then
 FREEZE = 0.3  # progress after which the chosen channels no longer change
@@ -52,39 +53,26 @@ class SparsityTarget:
         self.target, self.prune_by, self.round_to, self.floor, self.imgsz = target, prune_by, round_to, floor, imgsz
         self.chosen: dict[str, torch.Tensor] = {}  # BatchNorm module name -> channel indices to zero
         self.scale = 1.0  # the envelope value last applied
-        self.taylor: dict[str, torch.Tensor] = {}  # BatchNorm module name -> accumulated first-order scores
-        self._names: dict[nn.Module, str] = {}  # module -> name in the model last chosen from
+        self.taylor = TaylorScores()  # BatchNorm module name -> accumulated first-order scores
         self._modules: dict[int, tuple] = {}  # id(model) -> (model, its modules by name), for the per-step scaling
 
-    @torch.no_grad()
     def observe(self, model: nn.Module, grad_scale: float = 1.0) -> None:
         """Accumulate each BatchNorm channel's first-order Taylor score ``|gamma*dL/dgamma + beta*dL/dbeta|``: the
         loss change, to first order, of setting the channel's gamma and beta to 0 (Molchanov et al., 2019).
         Call it with the gradients of a step in place (``grad_scale``: the AMP loss scale they still carry)."""
-        for name, m in model.named_modules():
-            if isinstance(m, nn.BatchNorm2d) and m.affine and m.weight.grad is not None and m.bias.grad is not None:
-                s = (m.weight * m.weight.grad + m.bias * m.bias.grad).abs().float() / grad_scale
-                if not torch.isfinite(s).all():  # an AMP step the scaler skips (inf/nan gradients)
-                    continue
-                self.taylor[name] = self.taylor[name] + s if name in self.taylor else s.clone()
-
-    def importance(self, space) -> torch.Tensor:
-        """A space's per-channel importance: its Taylor score summed over the group's BatchNorms once scores were
-        observed (loss changes, so they compare across layers), else |gamma| relative to the layer's mean."""
-        if not self.taylor:
-            return layer_relative(space)
-        bns = [(self._names[m.bn], o) for m, o in space.producers + space.depthwise]
-        return torch.stack([self.taylor[n][o : o + space.size].cpu() if n in self.taylor
-                            else torch.zeros(space.size) for n, o in bns]).sum(0) * (space.importance() > 0)
+        self.taylor.observe(model, grad_scale)
 
     def choose(self, model: nn.Module) -> None:
         """Choose the channels to zero with the pruner's analysis and selection (zeroed ones stay chosen)."""
         graph = analyse(model)
-        self._names = names = {m: n for n, m in model.named_modules()}
+        names = {m: n for n, m in model.named_modules()}
         flops = flops_model(model, self.imgsz) if self.prune_by == "flops" else None
+        # Taylor scores once observed (loss changes, so they compare across layers), else |gamma| relative to the
+        # layer's mean
+        importance = self.taylor.importance(model) if self.taylor else layer_relative
         keep = select_target(graph.roots(), self.target, self.round_to, self.floor, flops=flops,
-                             importance=self.importance, take_dead=True)
-        self.taylor = {}
+                             importance=importance, take_dead=True)
+        self.taylor = TaylorScores()
         chosen: dict[str, list[torch.Tensor]] = {}
         for space, kept in keep.items():
             mask = torch.ones(space.size, dtype=torch.bool)

@@ -1,7 +1,7 @@
 """Network-slimming channel pruning of ultralytics models (detect, segment, pose, obb, classify).
 
-``prune_model`` = checks -> dependency analysis (``graph`` + ``rules``) -> selection (``select``) ->
-surgery (``surgery``). The result is made only of stock ultralytics classes and carries a small ``ultra_prune``
+``prune_model`` = checks -> dependency analysis (``graph`` + ``rules``) -> selection (``select``, ranked by an
+``importance``) -> surgery (``surgery``). The result is made only of stock ultralytics classes and carries a small ``ultra_prune``
 marker dict (ratio, options, widths before/after).
 """
 
@@ -15,6 +15,7 @@ from torch import nn
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning.graph import ChannelGraph
 from ultra_prune.pruning.cost import FlopsModel
+from ultra_prune.pruning.importance import IMPORTANCES, TaylorScores
 from ultra_prune.pruning.select import plan, select_target
 from ultra_prune.pruning.surgery import compensate, slice_channels
 
@@ -107,24 +108,28 @@ def flops_model(model: nn.Module, imgsz: int) -> FlopsModel:
 
 
 def plan_channels(model: nn.Module, graph: ChannelGraph, ratio: float, round_to: int = 8, floor: int = 8,
-                  prune_by: str = "channels", imgsz: int = 640, take_dead: bool = False) -> dict:
+                  prune_by: str = "channels", imgsz: int = 640, take_dead: bool = False,
+                  importance=IMPORTANCES["l1"]) -> dict:
     """The channels to keep per space of ``graph`` (of ``model``), for ``ratio`` of the prunable channels
-    (``prune_by='channels'``) or of the model's FLOPs at ``imgsz`` (``prune_by='flops'``)."""
+    (``prune_by='channels'``, one global ranking) or of the model's FLOPs at ``imgsz`` (``prune_by='flops'``,
+    steps cheapest first), lowest ``importance`` first."""
     roots = graph.roots()
     if prune_by == "channels" and not take_dead:
-        return plan(roots, ratio, round_to, floor)
+        return plan(roots, ratio, round_to, floor, importance)
     flops = flops_model(model, imgsz) if prune_by == "flops" else None
-    return select_target(roots, ratio, round_to, floor, flops=flops, take_dead=take_dead)
+    return select_target(roots, ratio, round_to, floor, flops=flops, importance=importance, take_dead=take_dead)
 
 
 def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 8, prune_by: str = "channels",
-                imgsz: int = 640, take_dead: bool = False):
+                imgsz: int = 640, take_dead: bool = False, importance: str | TaylorScores = "l1"):
     """Return ``(pruned, info)``: a pruned deep copy of ``model`` and a dict describing what changed.
 
-    ``prune_by='channels'``: ``ratio`` of all prunable channels (ranked globally by BN |gamma|) is removed; kept
-    counts are floored at ``floor`` and rounded up to multiples of ``round_to``. ``prune_by='flops'``: channels
-    go, lowest layer-relative |gamma| first, until ``ratio`` of the GFLOPs at ``imgsz`` is gone. ``take_dead``:
-    every channel whose whole group has gamma exactly 0 goes too (a sparse-target checkpoint).
+    ``importance`` ranks the channels: ``'l1'`` (BN |gamma|, the largest of a coupled group), ``'relative'``
+    (|gamma| over its layer's mean) or ``TaylorScores`` of ``model`` (first-order loss changes from data).
+    ``prune_by='channels'``: ``ratio`` of all prunable channels (ranked globally) is removed; kept counts are
+    floored at ``floor`` and rounded up to multiples of ``round_to``. ``prune_by='flops'``: channels go in steps,
+    least important first, until ``ratio`` of the GFLOPs at ``imgsz`` is gone. ``take_dead``: every channel whose
+    whole group has gamma exactly 0 goes too (a sparse-target checkpoint).
     ``info["pruned"]`` is False when nothing could be removed (every space at its floor); ``pruned`` is then an
     unchanged copy.
     """
@@ -132,11 +137,14 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
 
     validate({"prune": ratio, "prune_round": round_to, "prune_min": floor, "prune_by": prune_by})
     check_prunable(model)
+    if not isinstance(importance, TaylorScores) and importance not in IMPORTANCES:
+        raise UltraPruneError(f"importance '{importance}' is not one of {(*IMPORTANCES, 'TaylorScores')}")
     model = copy.deepcopy(model).float()
     _, before = channel_widths(model)
     graph = analyse(model)
     roots = graph.roots()
-    keep = plan_channels(model, graph, ratio, round_to, floor, prune_by, imgsz, take_dead)
+    rank = importance.importance(model) if isinstance(importance, TaylorScores) else IMPORTANCES[importance]
+    keep = plan_channels(model, graph, ratio, round_to, floor, prune_by, imgsz, take_dead, rank)
     prunable = sum(s.size for s in roots if s.prunable)
     removed = sum(s.size - len(k) for s, k in keep.items())
     if keep:
@@ -146,8 +154,9 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
             fn()
     _, after = channel_widths(model)
     history = list(getattr(model, MARKER, {}).get("history", []))
+    named = "taylor" if isinstance(importance, TaylorScores) else importance
     history.append({"prune": ratio, "prune_by": prune_by, "prune_round": round_to, "prune_min": floor,
-                    "widths_before": before})
+                    "prune_importance": named, "widths_before": before})
     if keep:
         setattr(model, MARKER, {"history": history, "widths": after, "original_widths": history[0]["widths_before"]})
     info = {
@@ -158,5 +167,6 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
         "prunable_channels": prunable,
         "removed_channels": removed,
         "left_intact": sorted(set(graph.intact)),
+        "prune_importance": named,
     }
     return model, info

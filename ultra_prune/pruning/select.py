@@ -1,5 +1,5 @@
-"""Which channels to keep: a global |gamma| threshold over all prunable spaces (``plan``), or the cheapest steps to a
-channel or FLOPs target (``select_target``); both with floors and rounding."""
+"""Which channels to keep: a global importance threshold over all prunable spaces (``plan``), or the cheapest steps
+to a channel or FLOPs target (``select_target``); both with floors and rounding. Importances: ``importance.py``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import math
 import torch
 
 from ultra_prune.pruning.graph import Space
+from ultra_prune.pruning.importance import Importance, layer_relative, magnitude
 
 
 def keep_count(n: int, kept: int, round_to: int, floor: int) -> int:
@@ -17,17 +18,18 @@ def keep_count(n: int, kept: int, round_to: int, floor: int) -> int:
     return min(n, math.ceil(kept / round_to) * round_to)
 
 
-def plan(spaces: list[Space], ratio: float, round_to: int = 8, floor: int = 8) -> dict[Space, torch.Tensor]:
+def plan(spaces: list[Space], ratio: float, round_to: int = 8, floor: int = 8,
+         importance: Importance = magnitude) -> dict[Space, torch.Tensor]:
     """Return the sorted channel indices to keep for every prunable space that loses channels.
 
-    The ``ratio`` fraction of all prunable channels with the smallest importance is marked for removal
+    The ``ratio`` fraction of all prunable channels with the smallest ``importance`` is marked for removal
     (one global ranking), then each space's count is raised to ``floor``, rounded up to ``round_to``, and
     equalised across tied spaces (the largest count wins; a fixed tied space keeps everything).
     """
     prunable = [s for s in spaces if s.prunable]
     if not prunable:
         return {}
-    scores = [s.importance() for s in prunable]
+    scores = [importance(s) for s in prunable]
     flat = torch.cat(scores)
     n_remove = int(ratio * flat.numel())
     removed = torch.zeros(flat.numel(), dtype=torch.bool)
@@ -57,17 +59,6 @@ def _units(spaces: list[Space]) -> list[list[Space]]:
     return [g for g in groups.values() if all(s.prunable for s in g) and len({s.size for s in g}) == 1]
 
 
-def layer_relative(space: Space) -> torch.Tensor:
-    """Importance relative to the space's mean: |gamma| / mean |gamma| (dead channels stay 0).
-
-    Raw |gamma| compares scales across layers, which means something only once sparse training has split them;
-    relative to its own layer, every space's channels average 1, so a global ranking prunes layers evenly
-    unless their scales are spread.
-    """
-    imp = space.importance()
-    return imp / imp.mean().clamp_min(1e-12)
-
-
 def _steps(n: int, round_to: int, floor: int) -> list[int]:
     """The kept counts a space of ``n`` channels may take, largest first: ``n``, then multiples of ``round_to``
     down to the floor (the same counts ``keep_count`` produces)."""
@@ -77,7 +68,7 @@ def _steps(n: int, round_to: int, floor: int) -> list[int]:
 
 
 def select_target(spaces: list[Space], target: float, round_to: int = 8, floor: int = 8, flops=None,
-                  importance=None, take_dead: bool = False) -> dict[Space, torch.Tensor]:
+                  importance: Importance | None = None, take_dead: bool = False) -> dict[Space, torch.Tensor]:
     """Return the channels to keep so that at least ``target`` of the prunable channels (or, with ``flops``, a
     ``cost.FlopsModel``, of the model's FLOPs) is removed, respecting floors, rounding and ties.
 
