@@ -250,6 +250,7 @@ def test_task_pipeline(task, data_root, tmp_path):
         model.train(data=data, **train_kwargs(tmp_path, "ft", epochs=2, prune=0.5))
     pruned = load_model(tmp_path / "ft" / "weights" / "pruned.pt")[0]
     assert n_params(pruned) < 0.7 * n_params(sparse)
+    assert getattr(pruned, "ultra_prune")["history"][-1]["prune_importance"] == "taylor"  # scored on the run's data
     assert (tmp_path / "ft" / "prune_report.txt").is_file()
     YOLO(str(tmp_path / "ft" / "weights" / "last.pt")).train(resume=True)
     final, ckpt = load_model(tmp_path / "ft" / "weights" / "last.pt")

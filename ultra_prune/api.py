@@ -27,13 +27,14 @@ def check_prune_args(prune, prune_round=None, prune_min=None, resume=None) -> No
     validate({"prune": prune, "prune_round": prune_round, "prune_min": prune_min, "resume": resume})
 
 
-def _map50_95(weights, data, imgsz, batch) -> float:
+def _accuracy(weights, data, imgsz, batch) -> tuple[str, float]:
+    """``(metric name, value)`` of ``weights`` validated on ``data``: box mAP50-95, or top-1 for classify."""
     from ultralytics import YOLO
 
     with tempfile.TemporaryDirectory() as tmp:
         metrics = YOLO(str(weights)).val(data=data, imgsz=imgsz, batch=batch, plots=False, verbose=False,
                                          project=tmp, name="val")
-    return float(metrics.box.map)
+    return ("mAP50-95", float(metrics.box.map)) if hasattr(metrics, "box") else ("top-1", float(metrics.top1))
 
 
 def onnx_size_and_parity(before, after, imgsz) -> tuple[tuple[float, float], float]:
@@ -71,14 +72,32 @@ def recorded_target(ckpt: dict) -> dict | None:
     return {"prune": args["sparsity_target"], **{k: args.get(k, EXTRA_DEFAULTS[k]) for k in keys}}
 
 
+def importance_for(model, prune_importance: str | None, data, imgsz: int, batch: int, device=None):
+    """What ranks the channels: ``prune_importance`` ('auto': Taylor scores from ``data`` when given, else 'l1'),
+    as ``prune_model`` takes it (a name, or the ``TaylorScores`` of ``model`` on ``data``)."""
+    choice = prune_importance or EXTRA_DEFAULTS["prune_importance"]
+    if choice == "auto":
+        choice = "taylor" if data else "l1"
+    if choice != "taylor":
+        return choice
+    if not data:
+        raise UltraPruneError("prune_importance=taylor scores channels on training data, and no data= was given; "
+                              "add data=<the training data> or use prune_importance=l1")
+    from ultra_prune.calibrate import taylor_scores
+
+    return taylor_scores(model, data, imgsz, batch, device=device)
+
+
 def prune(model, prune: float | None = None, prune_round: int | None = None, prune_min: int | None = None,
           prune_out=None, exist_ok: bool = False, data=None, imgsz: int = 640, batch: int = 16,
-          prune_onnx: bool = False, verbose: bool = True, prune_by: str | None = None, **_ignored):
+          prune_onnx: bool = False, verbose: bool = True, prune_by: str | None = None,
+          prune_importance: str | None = None, device=None, **_ignored):
     """Prune ``model`` (a checkpoint path or an ultralytics model) and return ``(pruned_model, report)``.
 
     ``prune`` is the share of prunable channels to remove (``prune_by='channels'``) or of GFLOPs at ``imgsz``
-    (``'flops'``). Without ``prune``, a checkpoint of a ``sparsity_target`` run is pruned at its recorded target
-    (and floors): exactly the channels that run drove to zero are removed.
+    (``'flops'``), least important first (``prune_importance``: by default first-order Taylor scores from ``data``
+    when given, else BN |gamma|). Without ``prune``, a checkpoint of a ``sparsity_target`` run is pruned at its
+    recorded target (and floors): exactly the channels that run drove to zero are removed.
 
     A path input writes ``<stem>_pruned.pt`` beside it (or ``prune_out``), atomically and never over an
     existing file unless ``exist_ok``. A module input is written only when ``prune_out`` is given. With ``data``
@@ -93,7 +112,7 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
 
     if prune is not None or not isinstance(model, (str, Path)):
         check_prune_args(prune, prune_round, prune_min, _ignored.get("resume"))
-    validate({"prune_by": prune_by})
+    validate({"prune_by": prune_by, "prune_importance": prune_importance})
     source = Path(model) if isinstance(model, (str, Path)) else None
     ckpt = {}
     if source is not None:
@@ -112,22 +131,25 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     prune_by, prune_round, prune_min = (v if v is not None else (recorded or EXTRA_DEFAULTS)[k] for k, v in given.items())
     if recorded:  # the given values were checked above; the recorded ones come from a training run's args
         check_prune_args(prune, prune_round, prune_min)
+    importance = "l1" if recorded else importance_for(model, prune_importance, data, imgsz, batch, device)
     pruned, info = prune_model(model, prune, int(prune_round), int(prune_min), prune_by, imgsz,
-                               take_dead=recorded is not None)
+                               take_dead=recorded is not None, importance=importance)
     prefix = colorstr("ultra-prune:")
     if not info["pruned"]:
         LOGGER.info(f"{prefix} nothing to prune: every prunable layer is already at its floor "
                     f"(prune_min={prune_min}, prune_round={prune_round}); no file written. "
                     "Lower prune_min= (or prune_round=) to prune further")
         return None, None
-    report = PruneReport.build(model, pruned, info, prune, int(prune_round), int(prune_min), imgsz, prune_by)
+    report = PruneReport.build(model, pruned, info, prune, int(prune_round), int(prune_min), imgsz, prune_by,
+                               info["prune_importance"])
     if out is not None:
         save_model(pruned, out, ckpt, exist_ok)
         report.output = str(out)
         if source is not None:
             report.file_mb = (source.stat().st_size / 1e6, out.stat().st_size / 1e6)
             if data:
-                report.map50_95 = (_map50_95(source, data, imgsz, batch), _map50_95(out, data, imgsz, batch))
+                (metric, a), (_, b) = _accuracy(source, data, imgsz, batch), _accuracy(out, data, imgsz, batch)
+                report.metric, report.accuracy = metric, (a, b)
             if prune_onnx:
                 report.onnx_mb, report.onnx_parity = onnx_size_and_parity(source, out, imgsz)
     if verbose:

@@ -15,6 +15,7 @@ EXTRA_DEFAULTS = {
     "sparsity_mode": "polar",  # 'polar' / 'prox' (soft-threshold after each step) or 'grad' (lambda*sign in the gradient)
     "prune": 0.0,  # fraction of prunable channels to remove (0 = no pruning)
     "prune_by": "channels",  # what prune= and sparsity_target= count: 'channels' (prunable channels) or 'flops'
+    "prune_importance": "auto",  # how prune= ranks channels: 'taylor' (needs data), 'l1', 'relative'; auto: taylor with data
     "prune_round": 8,  # kept channel counts are rounded up to a multiple of this
     "prune_min": 8,  # per-layer floor of kept channels
     "distill_model": None,  # teacher checkpoint for distillation while training (ultralytics' own key on 8.4.80+)
@@ -24,6 +25,7 @@ EXTRA_DEFAULTS = {
 }
 SPARSITY_MODES = ("prox", "polar", "grad")
 PRUNE_BY = ("channels", "flops")
+PRUNE_IMPORTANCES = ("auto", "taylor", "l1", "relative")
 DISTILL_LOSSES = ("logit", "feature")
 
 
@@ -63,6 +65,9 @@ def validate(args: dict) -> None:
             )
     if get("prune_by") is not None and get("prune_by") not in PRUNE_BY:
         raise UltraPruneError(f"'prune_by={get('prune_by')}' is not one of {PRUNE_BY}; use e.g. prune_by=flops")
+    if get("prune_importance") is not None and get("prune_importance") not in PRUNE_IMPORTANCES:
+        raise UltraPruneError(f"'prune_importance={get('prune_importance')}' is not one of {PRUNE_IMPORTANCES}; "
+                              "use e.g. prune_importance=taylor")
     if get("distill_loss") is not None and get("distill_loss") not in DISTILL_LOSSES:
         raise UltraPruneError(f"'distill_loss={get('distill_loss')}' is not one of {DISTILL_LOSSES}; use e.g. distill_loss=logit")
     if get("distill_loss") == "feature" and not native_distillation():

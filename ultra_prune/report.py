@@ -33,6 +33,7 @@ class PruneReport:
     prune_round: int
     prune_min: int
     prune_by: str = "channels"
+    prune_importance: str = "l1"
     layers: list = field(default_factory=list)  # [index, type, channels before, channels after]
     params: tuple = (0, 0)
     gflops: tuple = (0.0, 0.0)
@@ -41,7 +42,8 @@ class PruneReport:
     removed_channels: int = 0
     left_intact: list = field(default_factory=list)
     file_mb: tuple | None = None
-    map50_95: tuple | None = None
+    accuracy: tuple | None = None  # (before, after) of ``metric`` on the data= given
+    metric: str = "mAP50-95"  # classify: top-1 accuracy
     onnx_mb: tuple | None = None
     onnx_parity: float | None = None  # max |onnxruntime - torch| / max |torch| of the pruned model
     output: str | None = None
@@ -49,7 +51,7 @@ class PruneReport:
 
     @classmethod
     def build(cls, before, after, info: dict, prune: float, prune_round: int, prune_min: int, imgsz: int = 640,
-              prune_by: str = "channels"):
+              prune_by: str = "channels", prune_importance: str = "l1"):
         layers = [
             [i, t, b, a] for i, (t, b, a) in enumerate(zip(info["layer_types"], info["widths_before"], info["widths_after"]))
         ]
@@ -57,7 +59,7 @@ class PruneReport:
         for i in inner:
             layers[i][2:] = inner_channels(before.model[i]), inner_channels(after.model[i])
         return cls(
-            prune, prune_round, prune_min, prune_by, layers,
+            prune, prune_round, prune_min, prune_by, prune_importance, layers,
             (count_params(before), count_params(after)), (gflops(before, imgsz), gflops(after, imgsz)), imgsz,
             info["prunable_channels"], info["removed_channels"], info["left_intact"], inner=inner,
         )
@@ -78,13 +80,14 @@ class PruneReport:
         lines.append(pair(f"GFLOPs @{self.imgsz}", self.gflops, "{:.2f}"))
         if self.file_mb:
             lines.append(pair("file MB", self.file_mb, "{:.2f}"))
-        if self.map50_95:
-            lines.append(pair("mAP50-95", self.map50_95, "{:.4f}"))
+        if self.accuracy:
+            lines.append(pair(self.metric, self.accuracy, "{:.4f}"))
         if self.onnx_mb:
             lines.append(pair("ONNX MB", self.onnx_mb, "{:.2f}"))
             lines.append(f"onnxruntime vs torch (pruned): max relative difference {self.onnx_parity:.2e}")
         lines.append(f"channels removed: {self.removed_channels}/{self.prunable_channels} prunable "
-                     f"(prune={self.prune}, prune_by={self.prune_by}, prune_round={self.prune_round}, prune_min={self.prune_min})")
+                     f"(prune={self.prune}, prune_by={self.prune_by}, prune_importance={self.prune_importance}, "
+                     f"prune_round={self.prune_round}, prune_min={self.prune_min})")
         if self.left_intact:
             lines.append("left intact: " + ", ".join(self.left_intact))
         return "\n".join(lines)

@@ -115,7 +115,9 @@ class SlimTrainer:
         main = RANK in {-1, 0}
         out = self.wdir / "pruned.pt" if main else None
         pruned, report = prune(model, self.args.prune, self.args.prune_round, self.args.prune_min, prune_out=out,
-                               exist_ok=True, imgsz=self.args.imgsz, prune_by=self.args.prune_by, verbose=main)
+                               exist_ok=True, imgsz=self.args.imgsz, prune_by=self.args.prune_by, verbose=main,
+                               prune_importance=self.args.prune_importance, data=self.args.data,
+                               device=self.device)
         if pruned is None:
             return model
         if main:
