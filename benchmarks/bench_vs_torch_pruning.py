@@ -6,10 +6,12 @@ optimizer, and are cut to -30 %, -50 % and -70 % GFLOPs (at the training imgsz, 
   torch-pruning : C2f split in two convs, sparse training with GroupNormPruner.regularize, group-L2 importance,
                   the same ratio in every layer, Detect ignored, progressive steps to the GFLOPs target, fine-tune
   ultra-prune   : sparse training with sparsity_target=<cut> prune_by=flops, `prune` at the recorded target, fine-tune
-  + distill     : the same pruned model, fine-tuned with distill_model=<unpruned> (logit distillation), where
-                  <unpruned> is the base trained on, unpruned, for the same sparse + fine-tuning epochs
-  + feature     : the same, with ultralytics' own feature distillation (distill_loss=feature, its default dis=6.0;
-                  only where the installed ultralytics ships it, 8.4.80 and later)
+  + distill     : the same recipe with distill_model=<unpruned> (logit distillation) in sparse training and
+                  fine-tuning, where <unpruned> is the base trained on, unpruned, for the same sparse + fine-tuning
+                  epochs
+  + feature     : ultra-prune's plain pruned model, fine-tuned with ultralytics' own feature distillation from
+                  <unpruned> (distill_loss=feature, its default dis=6.0; only where the installed ultralytics ships
+                  it, 8.4.80 and later)
 
 Prints GFLOPs, params and mAP50-95 right after pruning and after fine-tuning. Needs the benchmark-only extra
 ``pip install torch-pruning``. Not a test: about 40 minutes on a 2-core CPU with the defaults.
@@ -81,17 +83,24 @@ def unpruned(base, data, out, a, kw):
     return train(base, data, out, "unpruned", epochs=a.sparse_epochs + a.finetune_epochs, **kw)
 
 
-def ultra_distill_arm(base, data, out, cut, a, kw, loss="logit"):
-    """ultra-prune's recipe, fine-tuned with the unpruned model as the teacher."""
-    pruned = ultra_pruned(base, data, out, cut, a, kw)
-    name = f"up_{cut:g}_distill" + ("" if loss == "logit" else f"_{loss}")
-    return pruned, train(pruned, data, out, name, epochs=a.finetune_epochs, distill_loss=loss,
-                         distill_model=str(unpruned(base, data, out, a, kw)), **kw)
+def ultra_distill_arm(base, data, out, cut, a, kw):
+    """ultra-prune's recipe with the unpruned model as the teacher (logit distillation) in sparse training and
+    fine-tuning alike."""
+    teacher = str(unpruned(base, data, out, a, kw))
+    pruned = out / f"upd_{cut:g}_pruned.pt"
+    if not pruned.exists():
+        sparse = train(base, data, out, f"upd_{cut:g}_sparse", epochs=a.sparse_epochs, sparsity_target=cut,
+                       prune_by="flops", distill_model=teacher, **kw)
+        prune(sparse, prune_out=pruned, imgsz=IMGSZ, verbose=False)
+    return pruned, train(pruned, data, out, f"upd_{cut:g}_distill", epochs=a.finetune_epochs, distill_model=teacher,
+                         **kw)
 
 
 def feature_distill_arm(base, data, out, cut, a, kw):
-    """ultra-prune's recipe, fine-tuned with ultralytics' own feature distillation from the same teacher."""
-    return ultra_distill_arm(base, data, out, cut, a, kw, loss="feature")
+    """ultra-prune's plain pruned model, fine-tuned with ultralytics' own feature distillation from the teacher."""
+    pruned = ultra_pruned(base, data, out, cut, a, kw)
+    return pruned, train(pruned, data, out, f"up_{cut:g}_distill_feature", epochs=a.finetune_epochs,
+                         distill_loss="feature", distill_model=str(unpruned(base, data, out, a, kw)), **kw)
 
 
 def main():
