@@ -16,12 +16,9 @@ Prints GFLOPs, params and mAP50-95 right after pruning and after fine-tuning. No
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
-import common
-from common import checkpoint_model, dataset, hard_dataset, map50_95, train
+from common import budget_parser, budget_setup, checkpoint_model, map50_95, train
 
 from ultra_prune.api import prune
 from ultra_prune.report import count_params, gflops
@@ -31,22 +28,8 @@ IMPORTANCES = ("l1", "relative", "taylor")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", choices=["hard", "easy"], default="hard")
-    ap.add_argument("--cuts", type=float, nargs="+", default=[0.3, 0.5, 0.7])
-    ap.add_argument("--base-epochs", type=int, default=30)
-    ap.add_argument("--finetune-epochs", type=int, default=10)
-    ap.add_argument("--optimizer", default="SGD")
-    ap.add_argument("--out", default="runs/bench_importance")
-    ap.add_argument("--reuse", action="store_true", help="keep runs whose last.pt already exists in --out")
-    a = ap.parse_args()
-    out = Path(a.out).resolve()
-    common.REUSE = a.reuse
-    data = (hard_dataset if a.data == "hard" else dataset)(out / "data")
-    kw = dict(optimizer=a.optimizer, imgsz=IMGSZ)
-    base = out / "base" / "weights" / "last.pt"
-    if not base.exists():
-        train("yolov8n.yaml", data, out, "base", epochs=a.base_epochs, **kw)
+    a = budget_parser(__doc__, "runs/bench_importance", sparse=False).parse_args()
+    out, data, kw, base = budget_setup(a, IMGSZ)
     base_row = {"gflops": gflops(checkpoint_model(base), IMGSZ), "map": map50_95(base, data)}
     rows = []
     for cut in a.cuts:

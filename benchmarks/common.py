@@ -43,6 +43,38 @@ def train(model, data, project, name, **kw) -> Path:
     return last
 
 
+def budget_parser(doc: str, out: str, sparse: bool = True):
+    """The arguments of the at-the-same-GFLOPs benchmarks: data, cuts, epochs (sparse ones when ``sparse``),
+    optimizer, output folder, reuse."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", choices=["hard", "easy"], default="hard")
+    ap.add_argument("--cuts", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    ap.add_argument("--base-epochs", type=int, default=30)
+    if sparse:
+        ap.add_argument("--sparse-epochs", type=int, default=10)
+    ap.add_argument("--finetune-epochs", type=int, default=10)
+    ap.add_argument("--optimizer", default="SGD")
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--reuse", action="store_true", help="keep runs whose last.pt already exists in --out")
+    return ap
+
+
+def budget_setup(a, imgsz: int):
+    """``(out folder, data.yaml, training kwargs, base last.pt)`` for parsed ``budget_parser`` arguments: the
+    dataset made and a yolov8n base trained once per output folder."""
+    global REUSE
+    out = Path(a.out).resolve()
+    REUSE = a.reuse
+    data = (hard_dataset if a.data == "hard" else dataset)(out / "data")
+    kw = dict(optimizer=a.optimizer, imgsz=imgsz)
+    base = out / "base" / "weights" / "last.pt"
+    if not base.exists():
+        train("yolov8n.yaml", data, out, "base", epochs=a.base_epochs, **kw)
+    return out, data, kw, base
+
+
 def map50_95(weights, data, imgsz=128) -> float:
     from ultralytics import YOLO
 
