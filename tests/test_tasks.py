@@ -93,8 +93,8 @@ def test_prune_by_flops(yaml):
     reference = pruning.reference_flops(orig, 128)
     cut = 1 - pruning.reference_flops(p, 128) / reference
     assert cut >= 0.4, cut
-    # older releases (8.2.18 among them) count FLOPs on a 32-px pass scaled by area, inflating a classifier's linear layer
-    # (x16 at 128 px): the pruner's own count then removes more than asked
+    # older releases (8.2.18 among them) count FLOPs on a 32-px pass scaled by area, which inflates a classifier's
+    # linear layer (x16 at 128 px): the pruner's own count then removes more than asked
     if pruning.flops_model(orig, 128).initial > 0.95 * reference:
         assert cut < 0.43, cut
 

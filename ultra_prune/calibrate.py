@@ -8,6 +8,7 @@ alike); the loss is ultralytics' own for the model's task.
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import nn
@@ -62,10 +63,11 @@ def taylor_scores(model: nn.Module, data, imgsz: int = 640, batch: int = 16, bat
         if isinstance(m, nn.BatchNorm2d) and m.affine:
             m.weight.requires_grad_(True)
             m.bias.requires_grad_(True)
+    from ultralytics.utils import TQDM, colorstr
+
     scores = TaylorScores()
-    for i, b in enumerate(loader):
-        if i == batches:
-            break
+    n = min(batches, len(loader))
+    for b in TQDM(itertools.islice(loader, n), desc=f"{colorstr('ultra-prune:')} Taylor scores", total=n):
         b = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
         if not b["img"].dtype.is_floating_point:  # detection-style loaders give uint8 images
             b["img"] = b["img"].float() / 255
