@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import cv2
 import numpy as np
 import pytest
@@ -35,10 +37,12 @@ def check_with_ultralytics(data_yaml, keypoint=False):
 
     data = yaml.safe_load(data_yaml.read_text())
     nkpt, ndim = data.get("kpt_shape", (0, 0))
+    takes_single_cls = "single_cls" in inspect.getsource(verify_image_label)  # an 8th argument in later releases
     for split in ("train", "val"):
         for lb in sorted((data_yaml.parent / "labels" / split).glob("*.txt")):
             im = data_yaml.parent / "images" / split / f"{lb.stem}.jpg"
-            out = verify_image_label((str(im), str(lb), "", keypoint, len(data["names"]), nkpt, ndim, False))
+            args = (str(im), str(lb), "", keypoint, len(data["names"]), nkpt, ndim, False)
+            out = verify_image_label(args if takes_single_cls else args[:7])
             assert out[-1] == "" and out[8] == 0, out[-1]  # no message, not corrupt
     return data
 

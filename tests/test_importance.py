@@ -51,8 +51,8 @@ def test_taylor_scores_cover_every_batchnorm_and_leave_the_model_alone(data_yaml
 
 
 def test_taylor_ranking_removes_the_lowest_scored_channels(scores):
-    """In a space with a single BatchNorm, the channels a Taylor-ranked prune removes are that layer's
-    lowest-scored ones (across layers the ranking is global); with |gamma| ranking they differ."""
+    """In a space with a single BatchNorm, the channels a Taylor-ranked prune keeps score at least as high as every
+    channel it removes there (across layers the ranking is global); with |gamma| ranking the kept counts differ."""
     m = model()
     pruned, _ = prune_model(m, 0.3, 1, 1, importance=scores)
     l1, _ = prune_model(m, 0.3, 1, 1, importance="l1")
@@ -66,10 +66,10 @@ def test_taylor_ranking_removes_the_lowest_scored_channels(scores):
         kept = p_bns[name].num_features
         if kept == s.size:
             continue
-        want = torch.argsort(scores[name], stable=True, descending=True)[:kept]
         original = m.get_submodule(name).weight.detach()
         got = {int(torch.argmin((original - w).abs())) for w in p_bns[name].weight.detach()}  # gammas are distinct
-        assert got == set(want.tolist()), name
+        removed = [i for i in range(s.size) if i not in got]
+        assert len(got) == kept and scores[name][sorted(got)].min() >= scores[name][removed].max(), name
         checked += 1
         differs += l1_bns[name].num_features != kept
     assert checked >= 3 and differs >= 1
