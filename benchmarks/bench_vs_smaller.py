@@ -4,7 +4,8 @@ Both arms get the same total epochs and optimizer on the built-in data (the hard
 larger model is clearly more accurate):
   slimmed : --large base (E/2) -> sparse training with sparsity_target = 1 - small/large GFLOPs, prune_by=flops
             (E/4) -> `prune` at the recorded target -> fine-tune (E/4)
-  + distill: the same, fine-tuned with distill_model=<--large trained for E epochs> (logit distillation)
+  + distill: the same with distill_model=<--large trained for E epochs> (logit distillation) in sparse training and
+            fine-tuning
   scratch : --small trained for E epochs
 Prints mAP50-95, GFLOPs, params and the onnxruntime CPU latency (batch 1) of each. Not a test (~30 min on a
 2-core CPU with the defaults).
@@ -70,7 +71,11 @@ def main():
     pruned_pt = out / "large_pruned.pt"
     prune(sparse, prune_out=pruned_pt, exist_ok=True, imgsz=IMGSZ, verbose=False)
     slimmed = train(pruned_pt, data, out, "large_finetune", epochs=e_ft, **kw)
-    distilled = train(pruned_pt, data, out, "large_distill", epochs=e_ft, distill_model=str(large), **kw)
+    sparse_d = train(base, data, out, "large_sparse_distill", epochs=e_sparse, sparsity_target=round(cut, 4),
+                     prune_by="flops", distill_model=str(large), **kw)
+    pruned_d = out / "large_pruned_distill.pt"
+    prune(sparse_d, prune_out=pruned_d, exist_ok=True, imgsz=IMGSZ, verbose=False)
+    distilled = train(pruned_d, data, out, "large_distill_ft", epochs=e_ft, distill_model=str(large), **kw)
 
     rows = {}
     for name, w in ((f"scratch {a.small}", scratch), (f"slimmed {a.large}", slimmed),
