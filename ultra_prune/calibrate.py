@@ -16,7 +16,7 @@ from torch import nn
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning.importance import TaylorScores
 
-BATCHES = 32  # 512 images at batch 16: enough to rank channels (bench_importance.py), seconds on a CPU
+BATCHES = 32  # 512 images at batch 16 (the setting bench_importance.py measured)
 
 
 def _loader(model: nn.Module, data, imgsz: int, batch: int):
@@ -53,6 +53,8 @@ def taylor_scores(model: nn.Module, data, imgsz: int = 640, batch: int = 16, bat
     """First-order Taylor scores ``|gamma*dL/dgamma + beta*dL/dbeta|`` of every BatchNorm channel of ``model``,
     summed over ``batches`` batches of ``data``'s training split, computed on ``device`` (default: the model's)
     (``model`` itself is not changed)."""
+    from ultralytics.utils import TQDM, colorstr
+
     loader, cfg = _loader(model, data, imgsz, batch)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     net = copy.deepcopy(model).float().eval().to(device)
@@ -63,8 +65,6 @@ def taylor_scores(model: nn.Module, data, imgsz: int = 640, batch: int = 16, bat
         if isinstance(m, nn.BatchNorm2d) and m.affine:
             m.weight.requires_grad_(True)
             m.bias.requires_grad_(True)
-    from ultralytics.utils import TQDM, colorstr
-
     scores = TaylorScores()
     n = min(batches, len(loader))
     for b in TQDM(itertools.islice(loader, n), desc=f"{colorstr('ultra-prune:')} Taylor scores", total=n):
