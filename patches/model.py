@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 
-from ultra_prune.args import native_distillation, validate
+from ultra_prune.args import SLIMMING_KEYS, is_slimming_run, validate
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
 
@@ -29,25 +29,37 @@ def trainer_for_model(model):
 
 def check_task(model, kwargs: dict) -> None:
     """Refuse ultra-prune arguments for a model no plugin has a trainer for (rather than train without them)."""
-    ours = ("sparsity", "sparsity_beta", "sparsity_target", "prune") + (() if native_distillation() else ("distill_model",))
-    used = sorted(k for k in ours if kwargs.get(k))
-    if used and trainer_for_model(model) is None:
-        what = f"task '{model.task}'" if _trainer_for(model.task) is None else f"{type(model).__name__} (its own trainer)"
-        raise UltraPruneError(
-            f"{what} is not supported by ultra-prune, so {', '.join(used)} would be ignored; "
-            "train a detect, segment, pose, obb or classify model (e.g. yolov8n.yaml, yolov8n-seg.yaml) or drop "
-            "these arguments"
-        )
+    if not is_slimming_run(kwargs) or trainer_for_model(model) is not None:
+        return
+    used = sorted(k for k in (*SLIMMING_KEYS, "distill_model") if kwargs.get(k))
+    what = f"task '{model.task}'" if _trainer_for(model.task) is None else f"{type(model).__name__} (its own trainer)"
+    raise UltraPruneError(
+        f"{what} is not supported by ultra-prune, so {', '.join(used)} would be ignored; "
+        "train a detect, segment, pose, obb or classify model (e.g. yolov8n.yaml, yolov8n-seg.yaml) or drop "
+        "these arguments"
+    )
+
+
+def needs_slim_trainer(model, kwargs: dict) -> bool:
+    """Whether ``Model.train(**kwargs)`` on ``model`` is an ultra-prune run: a slimming argument or ultra-prune's
+    distillation is asked for, the model is a pruned checkpoint, or the run resumed was one. Every other run keeps
+    ultralytics' own trainer, so it behaves exactly like the stock run."""
+    from ultra_prune.pruning import is_pruned
+
+    if is_slimming_run(kwargs) or is_pruned(getattr(model, "model", None)):
+        return True
+    ckpt = getattr(model, "ckpt", None)
+    return bool(kwargs.get("resume")) and isinstance(ckpt, dict) and is_slimming_run(ckpt.get("train_args") or {})
 
 
 def wrap_train(train):
-    """Model.train(trainer=None, **kw) (>= 8.0.143): validate kw and default the trainer to ours."""
+    """Model.train(trainer=None, **kw) (>= 8.0.143): validate kw; an ultra-prune run gets the slim trainer."""
 
     @functools.wraps(train)
     def wrapper(self, trainer=None, **kwargs):
         validate(kwargs)
         check_task(self, kwargs)
-        if trainer is None:
+        if trainer is None and needs_slim_trainer(self, kwargs):
             trainer = trainer_for_model(self)
         return train(self, trainer=trainer, **kwargs)
 
@@ -55,15 +67,40 @@ def wrap_train(train):
     return wrapper
 
 
+def wrap_train_task_map(train, task_map):
+    """Model.train(**kw) of 8.0.136-8.0.142, whose trainer comes from the module-level ``TASK_MAP``: an ultra-prune
+    run swaps the slim trainer in for the call and puts the stock one back after it."""
+
+    @functools.wraps(train)
+    def wrapper(self, **kwargs):
+        validate(kwargs)
+        check_task(self, kwargs)
+        ours = trainer_for_model(self) if needs_slim_trainer(self, kwargs) else None
+        if ours is None:
+            return train(self, **kwargs)
+        classes = task_map[self.task]
+        task_map[self.task] = [*classes[:1], ours, *classes[2:]]
+        try:
+            return train(self, **kwargs)
+        finally:
+            task_map[self.task] = classes
+
+    wrapper._ultra_prune = True
+    return wrapper
+
+
 def prune(self, **kwargs):
-    """Prune this model's channels (``prune``, ``prune_round``, ``prune_min``, ``prune_out``, ``exist_ok``,
-    ``data``) and load the result into this object. Returns the PruneReport (None when nothing was pruned)."""
+    """Prune this model's channels and load the pruned model into this object, in place; return the ``PruneReport``
+    (None when nothing could be pruned). Takes ``api.prune``'s arguments (``prune``, ``prune_by``,
+    ``prune_importance``, ``prune_round``, ``prune_min``, ``prune_out``, ``exist_ok``, ``data``, ``imgsz``, ...). A model
+    loaded from a checkpoint writes ``<stem>_pruned.pt`` beside it (and loads that file)."""
     from ultra_prune.api import prune as prune_job
 
-    kwargs.pop("mode", None)
-    kwargs.pop("model", None)  # the CLI passes model=<path> along with the overrides; it is this object
-    kwargs.setdefault("imgsz", self.overrides.get("imgsz", 640))
     validate(kwargs)
+    valid = set(inspect.signature(prune_job).parameters) - {"model"}
+    unknown = sorted(set(kwargs) - valid)
+    if unknown:
+        raise UltraPruneError(f"prune() got unknown argument(s) {unknown}; valid: {sorted(valid)}")
     source = self.ckpt_path if getattr(self, "ckpt_path", None) else self.model
     pruned, report = prune_job(source, **kwargs)
     if pruned is not None:
@@ -74,47 +111,15 @@ def prune(self, **kwargs):
     return report
 
 
-def reuse_held(load):
-    """Wrap ultralytics' checkpoint loader as ``Model`` calls it (``load(weights)``): a checkpoint that a
-    ``checkpoint.holding`` block keeps (``yolo prune``, already read by its pre-check) is not read again."""
-
-    @functools.wraps(load)
-    def wrapper(weight, *args, **kwargs):
-        from ultra_prune.checkpoint import held
-
-        kept = None if args or kwargs else held(weight)
-        return kept if kept is not None else load(weight, *args, **kwargs)
-
-    wrapper._ultra_prune = True
-    return wrapper
-
-
 @hookimpl
 def ultra_prune_patch(ultralytics):
     from ultralytics.engine import model as model_module
 
     Model = model_module.Model
-    for name in ("load_checkpoint", "attempt_load_one_weight"):  # the name Model._load calls (renamed in 8.3.193)
-        load = getattr(model_module, name, None)
-        if callable(load) and not getattr(load, "_ultra_prune", False):
-            setattr(model_module, name, reuse_held(load))
     if not getattr(Model.train, "_ultra_prune", False):
         if "trainer" in inspect.signature(Model.train).parameters:
             Model.train = wrap_train(Model.train)
         else:  # 8.0.136-8.0.142: the trainer comes from the module-level TASK_MAP
-            task_map = model_module.TASK_MAP
-            for task, classes in task_map.items():
-                if _trainer_for(task):
-                    task_map[task] = [*classes[:1], _trainer_for(task), *classes[2:]]
-            original = Model.train
-
-            @functools.wraps(original)
-            def train(self, **kwargs):
-                validate(kwargs)
-                check_task(self, kwargs)
-                return original(self, **kwargs)
-
-            train._ultra_prune = True
-            Model.train = train
+            Model.train = wrap_train_task_map(Model.train, model_module.TASK_MAP)
     if not hasattr(Model, "prune"):
         Model.prune = prune

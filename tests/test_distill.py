@@ -113,7 +113,8 @@ def test_teacher_with_another_head_is_refused(tmp_path, data_yaml, sparse_ckpt):
 
     other = save_model(DetectionModel("yolov8n.yaml", nc=2, verbose=False), tmp_path / "other.pt")  # 2 classes, not 4
     with pytest.raises(UltraPruneError, match="different head"):
-        YOLO(str(sparse_ckpt)).train(data=str(data_yaml), **train_kwargs(tmp_path, "bad", distill_model=str(other)))
+        YOLO(str(sparse_ckpt)).train(data=str(data_yaml), **train_kwargs(tmp_path, "bad", distill_model=str(other),
+                                                                       distill_loss="logit"))
 
 
 def test_bad_distill_loss_is_refused():

@@ -45,16 +45,12 @@ def test_patches_are_idempotent():
 
     from ultra_prune.patches import apply
 
-    from ultralytics.engine import model as model_module
-
-    def loader():  # what Model._load calls, wrapped to reuse a checkpoint `yolo prune` already read
-        return getattr(model_module, "load_checkpoint", None) or model_module.attempt_load_one_weight
-
-    train, modes, load = Model.train, tuple(cfg.MODES), loader()
+    train, modes, entry, help_msg = Model.train, tuple(cfg.MODES), cfg.entrypoint, cfg.CLI_HELP_MSG
     ultralytics._ultra_prune_patched = False  # force a second full application
     apply()
     assert Model.train is train and tuple(cfg.MODES) == modes and list(cfg.MODES).count("prune") == 1
-    assert loader() is load and load._ultra_prune and not getattr(load.__wrapped__, "_ultra_prune", False)
+    assert cfg.entrypoint is entry and not getattr(entry.__wrapped__, "_ultra_prune", False)
+    assert cfg.CLI_HELP_MSG == help_msg and help_msg.count("yolo prune model=") == 1
     assert ultralytics.utils.DEFAULT_CFG_DICT["sparsity"] == 0.0 and ultralytics.utils.DEFAULT_CFG.prune_round == 8
 
 

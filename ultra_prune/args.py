@@ -6,27 +6,32 @@ import math
 
 from ultra_prune.errors import UltraPruneError
 
-# Every key ultra-prune adds to ultralytics' DEFAULT_CFG, with its default.
-EXTRA_DEFAULTS = {
-    "sparsity": 0.0,  # L1 strength on BatchNorm2d weights (gamma); 0 = off
-    "sparsity_beta": 0.0,  # L1 strength on BatchNorm2d biases (beta)
-    "sparsity_decay": 0.1,  # lambda falls linearly to this fraction of its start over the run
-    "sparsity_target": 0.0,  # share of prunable channels (or GFLOPs, prune_by=flops) to drive to zero; 0 = off
-    "sparsity_mode": "polar",  # 'polar' / 'prox' (soft-threshold after each step) or 'grad' (lambda*sign in the gradient)
-    "prune": 0.0,  # fraction of prunable channels to remove (0 = no pruning)
-    "prune_by": "channels",  # what prune= and sparsity_target= count: 'channels' (prunable channels) or 'flops'
-    "prune_importance": "auto",  # how prune= ranks channels: 'taylor' (needs data), 'l1', 'relative'; auto: taylor with data
-    "prune_round": 8,  # kept channel counts are rounded up to a multiple of this
-    "prune_min": 8,  # per-layer floor of kept channels
-    "distill_model": None,  # teacher checkpoint for distillation while training (ultralytics' own key on 8.4.80+)
-    "distill_loss": "logit",  # 'logit' (ultra-prune: class scores + box distributions) or 'feature' (ultralytics')
-    "prune_onnx": False,  # `yolo prune`: also report ONNX sizes and onnxruntime-vs-torch parity
-    "prune_out": None,  # where `yolo prune` writes the pruned checkpoint (default: <model>_pruned.pt)
+# Every key ultra-prune adds to ultralytics' DEFAULT_CFG: its default and what it means (shown by `yolo cfg`).
+ARGS = {
+    "sparsity": (0.0, "L1 strength on BatchNorm2d weights (gamma); 0 = off"),
+    "sparsity_beta": (0.0, "L1 strength on BatchNorm2d biases (beta)"),
+    "sparsity_decay": (0.1, "lambda falls linearly to this fraction of its start over the run"),
+    "sparsity_target": (0.0, "share of prunable channels (or GFLOPs, prune_by=flops) to drive to zero; 0 = off"),
+    "sparsity_mode": ("polar", "'polar' / 'prox' (soft-threshold after each step) or 'grad' (lambda*sign in the gradient)"),
+    "prune": (0.0, "share of prunable channels (or GFLOPs, prune_by=flops) to remove; 0 = no pruning"),
+    "prune_by": ("channels", "what prune= and sparsity_target= count: 'channels' (prunable channels) or 'flops'"),
+    "prune_importance": ("auto", "how prune= ranks channels: 'taylor' (needs data), 'l1', 'relative'; auto: taylor with data"),
+    "prune_round": (8, "kept channel counts are rounded up to a multiple of this"),
+    "prune_min": (8, "per-layer floor of kept channels"),
+    "distill_model": (None, "teacher checkpoint for distillation while training (ultralytics' own key on 8.4.80+)"),
+    "distill_loss": ("auto", "'logit' (ultra-prune: class scores + box distributions), 'feature' (ultralytics'); "
+                             "auto: logit when a detection run slims, else ultralytics' own"),
+    "prune_onnx": (False, "`yolo prune`: also report ONNX sizes and onnxruntime-vs-torch parity"),
+    "prune_out": (None, "where `yolo prune` writes the pruned checkpoint (default: <model>_pruned.pt)"),
 }
+EXTRA_DEFAULTS = {key: default for key, (default, _) in ARGS.items()}
+# The arguments that make a run an ultra-prune run (it then trains with ultra-prune's trainer) when set to anything
+# but their default; without them (and without a pruned model) a run is ultralytics' own, untouched.
+SLIMMING_KEYS = ("sparsity", "sparsity_beta", "sparsity_target", "prune")
 SPARSITY_MODES = ("prox", "polar", "grad")
 PRUNE_BY = ("channels", "flops")
 PRUNE_IMPORTANCES = ("auto", "taylor", "l1", "relative")
-DISTILL_LOSSES = ("logit", "feature")
+DISTILL_LOSSES = ("auto", "logit", "feature")
 
 
 def native_distillation() -> bool:
@@ -34,6 +39,24 @@ def native_distillation() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("ultralytics.nn.distill_model") is not None
+
+
+def is_slimming_run(args: dict) -> bool:
+    """Whether training arguments (overrides, or a checkpoint's ``train_args``) need ultra-prune's trainer: a slimming
+    argument (``SLIMMING_KEYS``), or distillation only ultra-prune provides (``distill_loss=logit`` by name, or any
+    ``distill_model=`` on an ultralytics release without its own). Anything else is a stock ultralytics run."""
+    if any(args.get(k) for k in SLIMMING_KEYS):
+        return True
+    return bool(args.get("distill_model")) and (args.get("distill_loss") == "logit" or not native_distillation())
+
+
+def resolve_distill_loss(loss: str, task: str) -> str:
+    """The distillation a run in ultra-prune's trainer (a run that slims) uses for ``distill_loss=loss``: ``auto`` is
+    ultra-prune's logit distillation for detection (a pruned student has its teacher's head), else ultralytics' own
+    feature distillation where the release ships it."""
+    if loss != "auto":
+        return loss
+    return "logit" if task == "detect" or not native_distillation() else "feature"
 
 
 def _number(key, value, lo, hi, lo_open, hi_open, example, integer=False):
@@ -79,6 +102,12 @@ def validate(args: dict) -> None:
         _number("prune_round", get("prune_round"), 1, math.inf, False, True, "8", integer=True)
     if get("prune_min") is not None:
         _number("prune_min", get("prune_min"), 1, math.inf, False, True, "8", integer=True)
+    if get("prune") not in (None, 0, 0.0) and get("sparsity_target") not in (None, 0, 0.0):
+        raise UltraPruneError(
+            f"'prune={get('prune')}' and 'sparsity_target={get('sparsity_target')}' cannot be combined: prune= removes "
+            "channels before training and sparsity_target= drives more of what is left to zero during it; use "
+            "sparsity_target= alone (then yolo prune), or prune= alone to prune and fine-tune"
+        )
     if get("prune") not in (None, 0, 0.0) and get("resume"):
         raise UltraPruneError(
             "'resume' cannot be combined with 'prune': resume continues the run as it was; "
