@@ -1,32 +1,59 @@
-"""The ``yolo`` CLI: a ``prune`` mode, and ultra-prune errors as one line with a non-zero exit."""
+"""The ``yolo`` CLI: a ``prune`` mode, ultra-prune's keys in ``yolo help`` / ``yolo cfg``, and bad arguments (ultra-prune's,
+or a misspelled key) as one line with a non-zero exit."""
 
 from __future__ import annotations
 
-import contextlib
+import difflib
 import functools
 import sys
 
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
 
+DOCS = "https://pypi.org/project/ultra-prune (the README: 'Pruning')"
+# What ``yolo prune`` passes to ``api.prune``; other valid ultralytics keys are ignored with a warning.
+PRUNE_KEYS = ("prune", "prune_by", "prune_importance", "prune_round", "prune_min", "prune_out", "prune_onnx", "exist_ok",
+              "data", "imgsz", "batch", "device")
+PRUNE_HELP = """
+    ultra-prune's 'prune' mode removes the least important channels of a checkpoint and writes the smaller model:
 
-def parse_cli(args: list[str]) -> tuple[str | None, dict]:
-    """``(mode, overrides)`` of ``yolo`` arguments, parsed the way the stock entrypoint parses them; arguments it
-    would reject are skipped here (the stock entrypoint reports them)."""
+        yolo prune model=sparse.pt                    a sparsity_target= run's checkpoint: remove the channels it zeroed
+        yolo prune model=last.pt prune=0.5            remove half of the prunable channels
+        yolo prune model=last.pt prune=0.5 prune_by=flops data=coco8.yaml   half the GFLOPs, Taylor-ranked on data
+
+    Arguments (key=value):
+{args}
+        data=          dataset yaml: ranks channels by Taylor scores (prune_importance=auto) and adds mAP before/after
+        imgsz=         image size for FLOPs and Taylor scores (default: the checkpoint's training imgsz, else 640)
+        batch=16       batch size of the Taylor-score and validation passes
+        exist_ok=False overwrite the output file if it exists
+
+    Writes <model>_pruned.pt (or prune_out=) and <output stem>_report.txt / _report.json beside it.
+    Docs: {docs}
+"""
+HELP_EXAMPLE = """    7. Slim a model with ultra-prune (sparse training, pruning, fine-tuning); see 'yolo prune help':
+        yolo train model=base.pt data=coco8.yaml epochs=50 sparsity_target=0.5 prune_by=flops
+        yolo prune model=runs/detect/train/weights/last.pt
+        yolo train model=runs/detect/train/weights/last_pruned.pt data=coco8.yaml epochs=50
+
+"""
+
+
+def parse_cli(args: list[str]) -> tuple[str | None, dict, list[str]]:
+    """``(mode, overrides, bare words)`` of ``yolo`` arguments, parsed the way the stock entrypoint parses them;
+    arguments it would reject are skipped here (the stock entrypoint reports them)."""
     from ultralytics import cfg
 
     merge, parse = getattr(cfg, "merge_equals_args", None), getattr(cfg, "parse_key_value_pair", None)
-    if parse is None:  # too old to parse like it; the later checks still run
-        return None, {}
     try:
         args = merge(args) if merge else args
     except Exception:  # noqa: BLE001 - stock reports it
-        return None, {}
-    mode, overrides = None, {}
+        return None, {}, []
+    mode, overrides, words = None, {}, []
     for a in args:
         a = a[2:] if a.startswith("--") else a
         a = a[:-1] if a.endswith(",") else a
-        if "=" in a:
+        if "=" in a and parse is not None:
             try:
                 k, v = parse(a)
             except Exception:  # noqa: BLE001
@@ -36,48 +63,88 @@ def parse_cli(args: list[str]) -> tuple[str | None, dict]:
             mode = a
         elif a == "resume":  # a bare bool key
             overrides[a] = True
-    return mode, overrides
+        else:
+            words.append(a.lstrip("-").lower())
+    return mode, overrides, words
 
 
-def precheck(args: list[str]) -> tuple | None:
-    """Check ultra-prune's arguments before the stock entrypoint builds a model or a run folder.
+def unknown_key_error(keys, valid) -> UltraPruneError:
+    """The one-line error for keys that are not arguments, with ultralytics' 'similar arguments' suggestions."""
+    parts = []
+    for k in keys:
+        similar = difflib.get_close_matches(k, valid)
+        parts.append(f"'{k}' is not a valid YOLO argument" + (f" (similar: {', '.join(similar)})" if similar else ""))
+    return UltraPruneError("; ".join(parts) + ". See 'yolo cfg' for every argument")
 
-    For ``yolo prune`` also check the ``model=`` checkpoint, which the stock entrypoint would otherwise hand to
-    ``YOLO()`` (a traceback for a missing or broken file, a download attempt for an asset name), and return
-    ``(path, (model, ckpt))`` as loaded, for the rest of the command to reuse (None for other modes).
-    """
-    from ultra_prune.args import EXTRA_DEFAULTS, validate
 
-    mode, overrides = parse_cli(args)
-    validate({k: v for k, v in overrides.items() if k in EXTRA_DEFAULTS or k == "resume"})
-    if mode != "prune":
-        return None
-    from ultra_prune.api import check_prune_args
-    from ultra_prune.checkpoint import load_model
+def one_line(error: SyntaxError) -> UltraPruneError | None:
+    """Ultralytics' unknown-key SyntaxError (its message, then the whole CLI help) as one line; None for others."""
+    lines = [" ".join(line.split()) for line in str(error).splitlines() if "is not a valid YOLO argument" in line]
+    return UltraPruneError(" ".join(lines) + " See 'yolo cfg' for every argument") if lines else None
 
-    if "prune" in overrides:
-        check_prune_args(overrides["prune"], resume=overrides.get("resume"))
-    model = overrides.get("model")
+
+def prune_command(overrides: dict, words: list[str]) -> None:
+    """``yolo prune k=v ...``: check the keys and run ``api.prune`` on ``model=`` (the stock entrypoint has no such
+    mode, so it never builds a model or a run folder for it)."""
+    from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER
+
+    from ultra_prune.api import prune
+    from ultra_prune.args import ARGS
+    from ultra_prune.patches.compat import log
+
+    if "help" in words or "h" in words:
+        keys = [k for k in ARGS if k.startswith("prune")]
+        rows = "\n".join(f"        {k}={ARGS[k][0]!s:<8} {ARGS[k][1]}" for k in keys)
+        LOGGER.info(PRUNE_HELP.format(args=rows, docs=DOCS))
+        return
+    unknown = [k for k in overrides if k not in DEFAULT_CFG_DICT and k != "model"]
+    if unknown:
+        raise unknown_key_error(unknown, list(DEFAULT_CFG_DICT))
+    model = overrides.pop("model", None)
     if model is None:
-        raise UltraPruneError("'model' is missing; pass the checkpoint to prune, e.g. yolo prune model=last.pt prune=0.5")
-    return str(model), load_model(str(model))  # missing, a directory, empty, truncated or not a torch file
+        raise UltraPruneError("'model' is missing; pass the checkpoint to prune, e.g. yolo prune model=last.pt prune=0.5 "
+                              "(yolo prune help lists the arguments)")
+    ignored = sorted(k for k in overrides if k not in PRUNE_KEYS and k != "mode")
+    if ignored:
+        log("warning", f"ultra-prune: 'yolo prune' does not use {', '.join(ignored)}; ignored")
+    prune(str(model), **{k: v for k, v in overrides.items() if k in PRUNE_KEYS})
+    LOGGER.info(f"💡 Learn more at {DOCS}")
+
+
+def print_cfg_keys() -> None:
+    """After the stock ``yolo cfg``: ultra-prune's keys, their defaults and what they mean, in the same yaml look."""
+    from ultralytics.utils import LOGGER
+
+    from ultra_prune.args import ARGS
+
+    rows = [f"{k}: {'null' if d is None else str(d).lower() if isinstance(d, bool) else d} # {h}" for k, (d, h) in ARGS.items()]
+    LOGGER.info("\n# ultra-prune (network slimming) ---------------------------------------------------------------------\n"
+                + "\n".join(rows))
 
 
 def wrap_entrypoint(entrypoint):
-    """Run the stock entrypoint; an UltraPruneError becomes ``ERROR ❌ ultra-prune: <message>`` and exit 2.
-    ``yolo prune`` reads its checkpoint once: what the pre-check loaded is held for ``YOLO()`` and the pruner."""
+    """Run ``yolo prune`` here and every other command through the stock entrypoint; an UltraPruneError or a
+    misspelled key becomes ``ERROR ❌ ultra-prune: <message>`` and exit 2."""
 
     @functools.wraps(entrypoint)
     def wrapper(debug="", *args, **kwargs):
-        from ultra_prune.checkpoint import holding
+        from ultra_prune.args import validate
+        from ultra_prune.patches.compat import log
 
+        argv = (debug.split(" ") if debug else sys.argv)[1:]
         try:
-            loaded = precheck((debug.split(" ") if debug else sys.argv)[1:])
-            with holding(*loaded) if loaded else contextlib.nullcontext():
-                return entrypoint(debug, *args, **kwargs)
+            mode, overrides, words = parse_cli(argv)
+            validate({k: v for k, v in overrides.items() if k != "model"})
+            if mode == "prune":
+                return prune_command(overrides, words)
+            try:
+                result = entrypoint(debug, *args, **kwargs)
+            except SyntaxError as e:
+                raise one_line(e) or e from None
+            if mode is None and words and words[0] == "cfg" and not overrides:
+                print_cfg_keys()
+            return result
         except UltraPruneError as e:
-            from ultra_prune.patches.compat import log
-
             log("error", f"ultra-prune: {e}")
             sys.exit(2)
 
@@ -90,6 +157,12 @@ def ultra_prune_patch(ultralytics):
     from ultralytics import cfg
 
     if hasattr(cfg, "MODES") and "prune" not in cfg.MODES:  # module global read at call time (>= 8.0.45)
+        before = str(list(cfg.MODES))
         cfg.MODES = type(cfg.MODES)([*cfg.MODES, "prune"])
+        help_msg = getattr(cfg, "CLI_HELP_MSG", None)
+        if isinstance(help_msg, str) and "yolo prune" not in help_msg:  # `yolo help` reads it at call time
+            help_msg = help_msg.replace(before, str(list(cfg.MODES)), 1)
+            at = help_msg.find("    Docs:")
+            cfg.CLI_HELP_MSG = help_msg[:at] + HELP_EXAMPLE + help_msg[at:] if at >= 0 else help_msg + HELP_EXAMPLE
     if not getattr(cfg.entrypoint, "_ultra_prune", False):
         cfg.entrypoint = wrap_entrypoint(cfg.entrypoint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import textwrap
@@ -24,6 +25,19 @@ def data_yaml(tmp_path_factory):
     from ultra_prune.dataset import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("shapes"), n_train=24, n_val=8, imgsz=IMGSZ)
+
+
+@pytest.fixture
+def log():
+    """Messages logged by ultralytics' LOGGER (ultra-prune logs through it too), in order."""
+    from ultralytics.utils import LOGGER
+
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda r: records.append(r.getMessage())
+    LOGGER.addHandler(handler)
+    yield records
+    LOGGER.removeHandler(handler)
 
 
 def plain_ultralytics_env(**extra) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import tempfile
@@ -26,36 +25,6 @@ def check_input(path) -> Path:
     return p
 
 
-# (resolved path, mtime, size) of a checkpoint file -> its loaded (model, ckpt), while a ``holding`` block runs
-_held: dict[tuple, tuple] = {}
-
-
-def _file_key(path) -> tuple | None:
-    try:
-        st = Path(path).stat()
-        return str(Path(path).resolve()), st.st_mtime_ns, st.st_size
-    except (OSError, TypeError, ValueError):
-        return None
-
-
-def held(path) -> tuple | None:
-    """The ``(model, ckpt)`` a ``holding`` block keeps for the checkpoint at ``path``, if that file is unchanged."""
-    return _held.get(_file_key(path)) if _held else None
-
-
-@contextlib.contextmanager
-def holding(path, loaded: tuple):
-    """While the block runs, loads of the checkpoint at ``path`` (as long as the file is unchanged: same path, mtime
-    and size) by ``load_model`` and by ultralytics' ``Model`` (patches/model.py) return the already ``loaded``
-    ``(model, ckpt)`` instead of reading the file again. Nothing is kept after the block."""
-    key = _file_key(path)
-    _held[key] = loaded
-    try:
-        yield loaded
-    finally:
-        _held.pop(key, None)
-
-
 def load_model(path):
     """Load the detection model of an ultralytics checkpoint at ``path`` (unfused, fp32) and the checkpoint dict."""
     from ultralytics.nn import tasks
@@ -63,9 +32,6 @@ def load_model(path):
     p = check_input(path)
     if p.suffix not in {".pt", ".pth"}:
         raise UltraPruneError(f"'{p}' is not a torch checkpoint (.pt); pass the weights file of a training run")
-    kept = held(p)
-    if kept is not None:
-        return kept
     load = getattr(tasks, "load_checkpoint", None) or tasks.attempt_load_one_weight  # renamed in 8.3.193
     try:
         model, ckpt = load(str(p), device="cpu", fuse=False)
