@@ -21,7 +21,7 @@ from torch import nn
 
 from conftest import PLAIN_CHECK, plain_ultralytics_env
 from ultra_prune.api import prune
-from ultra_prune.checkpoint import held, holding, load_model, save_model
+from ultra_prune.checkpoint import load_model, save_model
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning import is_pruned, prune_model
 
@@ -126,7 +126,9 @@ def test_prune_path_writes_stem_pruned(x_pt):
     model, report = prune(x_pt, prune=0.5, imgsz=IMGSZ, verbose=False)
     out = x_pt.with_name("x_pruned.pt")
     assert report.output == str(out) and out.is_file()
-    assert sorted(p.name for p in x_pt.parent.iterdir()) == ["x.pt", "x_pruned.pt"]  # no stray temp files
+    # the report beside the output, and no stray temp files
+    assert sorted(p.name for p in x_pt.parent.iterdir()) == ["x.pt", "x_pruned.pt", "x_pruned_report.json",
+                                                              "x_pruned_report.txt"]
     loaded, ckpt = load_model(out)
     assert is_pruned(loaded) and ckpt["ultra_prune"] == getattr(model, "ultra_prune")
     assert n_params(loaded) == n_params(model) == report.params[1] < report.params[0]
@@ -174,8 +176,8 @@ def reads_of(spy, path: Path) -> int:
 
 
 def test_yolo_prune_reads_the_checkpoint_once(x_pt, mocker, monkeypatch):
-    """``yolo prune`` (the patched stock entrypoint, in-process): the pre-check's load is the only read of the input;
-    ultralytics' ``YOLO()`` and the pruner reuse it, and nothing stays held afterwards."""
+    """``yolo prune`` (the patched stock entrypoint, in-process) reads its input once and writes the pruned model
+    and its report beside it."""
     from ultralytics import cfg
 
     monkeypatch.chdir(x_pt.parent)
@@ -184,23 +186,11 @@ def test_yolo_prune_reads_the_checkpoint_once(x_pt, mocker, monkeypatch):
     out = x_pt.with_name("x_pruned.pt")
     assert out.is_file()
     assert reads_of(spy, x_pt) == 1
-    assert held(x_pt) is None
+    assert "channels removed" in x_pt.with_name("x_pruned_report.txt").read_text()
+    assert Path(json.loads(x_pt.with_name("x_pruned_report.json").read_text())["output"]).name == out.name
     assert is_pruned(load_model(out)[0]) and n_params(load_model(out)[0]) < n_params(load_model(x_pt)[0])
 
 
-def test_held_checkpoint_is_reused_only_while_unchanged(x_pt):
-    loaded = load_model(x_pt)
-    with holding(x_pt, loaded):
-        assert load_model(x_pt) is loaded and load_model(str(x_pt.resolve())) is loaded
-        st = x_pt.stat()
-        os.utime(x_pt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file changed on disk: read it again
-        again = load_model(x_pt)
-        assert again is not loaded and n_params(again[0]) == n_params(loaded[0])
-    assert held(x_pt) is None
-
-
-# --- ONNX -----------------------------------------------------------------------------------------------------
-@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_onnx_export_matches_torch(tmp_path):
     import onnxruntime as ort
     from ultralytics import YOLO
@@ -253,4 +243,5 @@ def test_report_onnx_sizes_and_parity_on_request(x_pt, tmp_path):
     before, after = report.onnx_mb
     assert 0 < after < before and report.onnx_parity < 1e-4
     assert "ONNX MB" in report.text()
-    assert sorted(p.name for p in x_pt.parent.iterdir()) == sorted([x_pt.name, f"{x_pt.stem}_pruned.pt"])  # no litter
+    written = [f"{x_pt.stem}_pruned{end}" for end in (".pt", "_report.txt", "_report.json")]
+    assert sorted(p.name for p in x_pt.parent.iterdir()) == sorted([x_pt.name, *written])  # no litter

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from pathlib import Path
 
@@ -15,7 +17,7 @@ def default_output(path) -> Path:
     return p.with_name(f"{p.stem}_pruned{p.suffix or '.pt'}")
 
 
-def check_prune_args(prune, prune_round=None, prune_min=None, resume=None) -> None:
+def check_prune_args(prune, prune_round=None, prune_min=None) -> None:
     """Raise UltraPruneError for arguments the prune command cannot use (stricter than training: prune is required)."""
     if prune is None:
         raise UltraPruneError("'prune' is missing; give the fraction of channels to remove, e.g. prune=0.5 "
@@ -24,7 +26,7 @@ def check_prune_args(prune, prune_round=None, prune_min=None, resume=None) -> No
         raise UltraPruneError(f"'prune={prune}' is not a number; use e.g. prune=0.5")
     if isinstance(prune, (int, float)) and prune == 0:  # validate() lets 0 through: it means 'off' for training
         raise UltraPruneError("'prune=0' removes nothing; give the fraction of channels to remove in (0, 1), e.g. prune=0.5")
-    validate({"prune": prune, "prune_round": prune_round, "prune_min": prune_min, "resume": resume})
+    validate({"prune": prune, "prune_round": prune_round, "prune_min": prune_min})
 
 
 def _accuracy(weights, data, imgsz, batch) -> tuple[str, float]:
@@ -35,6 +37,20 @@ def _accuracy(weights, data, imgsz, batch) -> tuple[str, float]:
         metrics = YOLO(str(weights)).val(data=data, imgsz=imgsz, batch=batch, plots=False, verbose=False,
                                          project=tmp, name="val")
     return ("mAP50-95", float(metrics.box.map)) if hasattr(metrics, "box") else ("top-1", float(metrics.top1))
+
+
+@contextlib.contextmanager
+def quiet_logger():
+    """Silence ultralytics' LOGGER below warnings while the block runs (its exports and validations of temporary
+    files would log paths that are deleted right after)."""
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        LOGGER.setLevel(level)
 
 
 def onnx_size_and_parity(before, after, imgsz) -> tuple[tuple[float, float], float]:
@@ -52,7 +68,9 @@ def onnx_size_and_parity(before, after, imgsz) -> tuple[tuple[float, float], flo
         for i, weights in enumerate((before, after)):
             local = Path(tmp) / f"m{i}.pt"
             shutil.copyfile(weights, local)
-            sizes.append(Path(YOLO(str(local)).export(format="onnx", imgsz=imgsz, verbose=False)).stat().st_size / 1e6)
+            with quiet_logger():
+                onnx = YOLO(str(local)).export(format="onnx", imgsz=imgsz, verbose=False)
+            sizes.append(Path(onnx).stat().st_size / 1e6)
         x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
         sess = ort.InferenceSession(str(Path(tmp) / "m1.onnx"), providers=["CPUExecutionProvider"])
         got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
@@ -64,12 +82,36 @@ def onnx_size_and_parity(before, after, imgsz) -> tuple[tuple[float, float], flo
 
 
 def recorded_target(ckpt: dict) -> dict | None:
-    """The ``sparsity_target`` run a checkpoint comes from, as prune arguments (None if it is not from one)."""
+    """The ``sparsity_target`` run a checkpoint comes from: its target, counting, floors and how far the
+    run had got (``progress``, 1.0 for a finished run's checkpoint); None if it is not from such a run."""
     args = ckpt.get("train_args") or {}
     if not args.get("sparsity_target"):
         return None
+    epoch, epochs = ckpt.get("epoch", -1), args.get("epochs") or 1
+    progress = 1.0 if epoch is None or epoch < 0 else min((epoch + 1) / epochs, 1.0)
     keys = ("prune_by", "prune_round", "prune_min")
-    return {"prune": args["sparsity_target"], **{k: args.get(k, EXTRA_DEFAULTS[k]) for k in keys}}
+    return {"prune": args["sparsity_target"], **{k: args.get(k, EXTRA_DEFAULTS[k]) for k in keys}, "progress": progress}
+
+
+def warn_short_of_target(source, recorded: dict, reached: float) -> None:
+    """One warning when the channels a ``sparsity_target`` checkpoint has at zero fall short of its target (a
+    checkpoint from before the run's zero point, e.g. an early best.pt or epochN.pt, or floors in the way)."""
+    from ultra_prune.patches.compat import log
+    from ultra_prune.target import ZERO
+
+    target, by = recorded["prune"], recorded["prune_by"]
+    if reached >= target - 1e-6:
+        return
+    what = f"'{source}'" if source else "the model"
+    if recorded["progress"] < ZERO:
+        log("warning", f"ultra-prune: {what} is from {recorded['progress']:.0%} of a sparsity_target={target:g} run, "
+                       f"before its chosen channels reach zero (at {ZERO:.0%} of training): its zero channels are "
+                       f"{reached:.1%} of the {by}, and only those are pruned. Prune the finished run's last.pt "
+                       "(or best.pt), or give prune= to prune by importance")
+    else:
+        log("warning", f"ultra-prune: the zero channels of {what} are {reached:.1%} of the {by}, short of its "
+                       f"sparsity_target={target:g} (the floors allow no more); only those are pruned. Give prune= "
+                       "to prune further by importance")
 
 
 def importance_for(model, prune_importance: str | None, data, imgsz: int, batch: int, device=None):
@@ -89,20 +131,22 @@ def importance_for(model, prune_importance: str | None, data, imgsz: int, batch:
 
 
 def prune(model, prune: float | None = None, prune_round: int | None = None, prune_min: int | None = None,
-          prune_out=None, exist_ok: bool = False, data=None, imgsz: int = 640, batch: int = 16,
+          prune_out=None, exist_ok: bool = False, data=None, imgsz: int | None = None, batch: int = 16,
           prune_onnx: bool = False, verbose: bool = True, prune_by: str | None = None,
-          prune_importance: str | None = None, device=None, **_ignored):
+          prune_importance: str | None = None, device=None, report_files: bool = True):
     """Prune ``model`` (a checkpoint path or an ultralytics model) and return ``(pruned_model, report)``.
 
-    ``prune`` is the share of prunable channels to remove (``prune_by='channels'``) or of GFLOPs at ``imgsz``
-    (``'flops'``), least important first (``prune_importance``: by default first-order Taylor scores from ``data``
-    when given, else BN |gamma|). Without ``prune``, a checkpoint of a ``sparsity_target`` run is pruned at its
-    recorded target (and floors): exactly the channels that run drove to zero are removed.
+    ``prune`` is the share of prunable channels to remove (``prune_by='channels'``) or of GFLOPs at ``imgsz`` (by
+    default the checkpoint's training imgsz, else 640) (``'flops'``), least important first (``prune_importance``: by default first-order Taylor scores from ``data``
+    when given, else BN |gamma|). Without ``prune``, a checkpoint of a ``sparsity_target`` run is pruned as that
+    run recorded it (target, floors, ``imgsz``): exactly the channels it drove to zero are removed, with a warning
+    when they fall short of its target.
 
-    A path input writes ``<stem>_pruned.pt`` beside it (or ``prune_out``), atomically and never over an
-    existing file unless ``exist_ok``. A module input is written only when ``prune_out`` is given. With ``data``
-    the report also holds mAP50-95 before/after, with ``prune_onnx`` ONNX sizes and onnxruntime parity. When every layer is already at its floor nothing is written
-    and ``pruned_model`` is None.
+    A path input writes ``<stem>_pruned.pt`` beside it (or ``prune_out``), atomically and never over an existing
+    file unless ``exist_ok``, and (``report_files``) ``<output stem>_report.txt`` / ``.json`` beside that. A module
+    input is written only when ``prune_out`` is given. With ``data`` the report also holds mAP50-95 before/after,
+    with ``prune_onnx`` ONNX sizes and onnxruntime parity. When nothing can be removed nothing is written and
+    ``pruned_model`` is None.
     """
     from ultralytics.utils import LOGGER, colorstr
 
@@ -111,7 +155,7 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     from ultra_prune.report import PruneReport
 
     if prune is not None or not isinstance(model, (str, Path)):
-        check_prune_args(prune, prune_round, prune_min, _ignored.get("resume"))
+        check_prune_args(prune, prune_round, prune_min)
     validate({"prune_by": prune_by, "prune_importance": prune_importance})
     source = Path(model) if isinstance(model, (str, Path)) else None
     ckpt = {}
@@ -123,22 +167,31 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     if source is not None:
         model, ckpt = load_model(source)
     recorded = recorded_target(ckpt) if prune is None else None
-    if prune is None:
-        if recorded is None:
-            check_prune_args(prune)  # the one-line 'prune is missing' error
-        prune = recorded["prune"]
+    if prune is None and recorded is None:
+        check_prune_args(prune)  # the one-line 'prune is missing' error
     given = {"prune_by": prune_by, "prune_round": prune_round, "prune_min": prune_min}
     prune_by, prune_round, prune_min = (v if v is not None else (recorded or EXTRA_DEFAULTS)[k] for k, v in given.items())
-    if recorded:  # the given values were checked above; the recorded ones come from a training run's args
-        check_prune_args(prune, prune_round, prune_min)
-    importance = "l1" if recorded else importance_for(model, prune_importance, data, imgsz, batch, device)
-    pruned, info = prune_model(model, prune, int(prune_round), int(prune_min), prune_by, imgsz,
-                               take_dead=recorded is not None, importance=importance)
+    imgsz = int(imgsz or (ckpt.get("train_args") or {}).get("imgsz") or 640)  # the checkpoint's training imgsz
     prefix = colorstr("ultra-prune:")
+    if recorded:  # the given values were checked above; the recorded ones come from a training run's args
+        from ultra_prune.target import SparsityTarget
+
+        prune = recorded["prune"]
+        check_prune_args(prune, prune_round, prune_min)
+        reached = SparsityTarget(prune, prune_by, int(prune_round), int(prune_min), imgsz).reached(model)
+        warn_short_of_target(source, recorded, reached)
+        # exactly the zeroed channels: no share of live ones on top, whatever the counting says
+        pruned, info = prune_model(model, 0.0, int(prune_round), int(prune_min), prune_by, imgsz, take_dead=True,
+                                   importance="zeroed")
+    else:
+        importance = importance_for(model, prune_importance, data, imgsz, batch, device)
+        pruned, info = prune_model(model, prune, int(prune_round), int(prune_min), prune_by, imgsz,
+                                   importance=importance)
     if not info["pruned"]:
-        LOGGER.info(f"{prefix} nothing to prune: every prunable layer is already at its floor "
-                    f"(prune_min={prune_min}, prune_round={prune_round}); no file written. "
-                    "Lower prune_min= (or prune_round=) to prune further")
+        if not recorded:
+            LOGGER.info(f"{prefix} nothing to prune: every prunable layer is already at its floor "
+                        f"(prune_min={prune_min}, prune_round={prune_round}); no file written. "
+                        "Lower prune_min= (or prune_round=) to prune further")
         return None, None
     report = PruneReport.build(model, pruned, info, prune, int(prune_round), int(prune_min), imgsz, prune_by,
                                info["prune_importance"])
@@ -152,6 +205,9 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
                 report.metric, report.accuracy = metric, (a, b)
             if prune_onnx:
                 report.onnx_mb, report.onnx_parity = onnx_size_and_parity(source, out, imgsz)
+        if report_files:
+            for suffix in (".txt", ".json"):
+                report.save(out.with_name(f"{out.stem}_report{suffix}"))
     if verbose:
         LOGGER.info(f"{prefix} pruned {info['removed_channels']}/{info['prunable_channels']} channels\n{report.text()}")
         if out is not None:

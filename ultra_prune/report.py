@@ -85,16 +85,21 @@ class PruneReport:
         if self.onnx_mb:
             lines.append(pair("ONNX MB", self.onnx_mb, "{:.2f}"))
             lines.append(f"onnxruntime vs torch (pruned): max relative difference {self.onnx_parity:.2e}")
+        how = (f"the ones the sparsity_target={self.prune:g} run drove to zero (prune_by={self.prune_by}, "
+               if self.prune_importance == "zeroed" else
+               f"prune={self.prune}, prune_by={self.prune_by}, prune_importance={self.prune_importance}, ")
         lines.append(f"channels removed: {self.removed_channels}/{self.prunable_channels} prunable "
-                     f"(prune={self.prune}, prune_by={self.prune_by}, prune_importance={self.prune_importance}, "
-                     f"prune_round={self.prune_round}, prune_min={self.prune_min})")
+                     f"({how}prune_round={self.prune_round}, prune_min={self.prune_min})")
         if self.left_intact:
             lines.append("left intact: " + ", ".join(self.left_intact))
         return "\n".join(lines)
 
     def save(self, path) -> None:
-        """Write the table (``.txt``) or all fields (``.json``) to ``path``."""
+        """Write the table (``.txt``) or all fields (``.json``) to ``path``, atomically."""
         from pathlib import Path
 
+        from ultra_prune.checkpoint import atomic_write
+
         p = Path(path)
-        p.write_text(json.dumps(asdict(self), indent=2) if p.suffix == ".json" else self.text() + "\n")
+        text = json.dumps(asdict(self), indent=2) if p.suffix == ".json" else self.text() + "\n"
+        atomic_write(p, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -86,6 +86,10 @@ class SparsityTarget:
     def chosen_count(self) -> int:
         return sum(len(ix) for ix in self.chosen.values())
 
+    def zeroed(self) -> bool:
+        """Whether the chosen channels are at exactly zero (the schedule has passed ``ZERO``)."""
+        return bool(self.chosen) and self.scale == 0
+
     @torch.no_grad()
     def _scale(self, models: list[nn.Module], factor: float) -> None:
         for model in models:

@@ -63,4 +63,10 @@ class TaylorScores(dict):
         return taylor
 
 
-IMPORTANCES = {"l1": magnitude, "relative": layer_relative}  # the ones that need no data (taylor does)
+def zeroed(space: Space) -> torch.Tensor:
+    """0 for channels whose |gamma| is exactly 0 in every BatchNorm of the group (a finished sparse-target run's),
+    else 1: with a target of 0 and ``take_dead``, the selector removes exactly those."""
+    return (space.importance() > 0).float()
+
+
+IMPORTANCES = {"l1": magnitude, "relative": layer_relative, "zeroed": zeroed}  # the ones that need no data
