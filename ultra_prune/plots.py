@@ -1,4 +1,4 @@
-"""Plots saved in run folders: |gamma| histograms and the demo's accuracy-vs-cost chart."""
+"""Plots saved in run folders: the sparsity columns per epoch, |gamma| histograms and the demo's chart."""
 
 from __future__ import annotations
 
@@ -42,13 +42,41 @@ def plot_gamma_histograms(series: dict, path) -> Path:
     return Path(path)
 
 
+def plot_sparsity(csv, path) -> Path | None:
+    """Plot the ``sparsity/*`` columns of a run's results.csv against the epoch (the share reached against the
+    target, or the share of |gamma| under each threshold) to ``path``; None when the file has no such column."""
+    import csv as csv_module
+
+    with open(csv, newline="", encoding="utf-8") as f:
+        rows = [{k.strip(): v.strip() for k, v in row.items() if k} for row in csv_module.DictReader(f)]
+    columns = [k for k in (rows[0] if rows else {}) if k.startswith("sparsity/")]
+    if not columns:
+        return None
+    plt = _pyplot()
+    epochs = [int(float(r["epoch"])) for r in rows]
+    fig, (share, mean) = plt.subplots(1, 2, figsize=(11, 4), tight_layout=True)
+    for k in columns:
+        ax = mean if k == "sparsity/gamma_mean" else share
+        ax.plot(epochs, [float(r[k]) for r in rows], marker=".", ls="--" if k == "sparsity/target" else "-",
+                label=k.removeprefix("sparsity/"))
+    share.set(xlabel="epoch", ylabel="share", title="sparsity per epoch", ylim=(-0.02, 1.02))
+    mean.set(xlabel="epoch", ylabel="mean |γ|", title="BatchNorm mean |γ|")
+    share.legend()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_demo(rows: dict, gammas: dict, path) -> Path:
     """The demo's chart: mAP50-95 vs GFLOPs per stage, and |gamma| before/after sparse training."""
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), tight_layout=True)
     for name, r in rows.items():
         a.scatter(r["gflops"], r["map50_95"], s=60)
-        a.annotate(name, (r["gflops"], r["map50_95"]), textcoords="offset points", xytext=(5, 5))
+        a.annotate(name, (r["gflops"], r["map50_95"]), textcoords="offset points", xytext=(6, -12))
+    top = max(r["map50_95"] for r in rows.values())
+    a.set_ylim(0, min(1.0, top * 1.15 + 0.02))  # from 0, so a change reads at its true size
+    a.set_xlim(0, max(r["gflops"] for r in rows.values()) * 1.25)  # room for the labels inside the frame
     a.set_xlabel("GFLOPs")
     a.set_ylabel("mAP50-95")
     a.set_title("accuracy vs cost")

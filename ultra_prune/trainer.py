@@ -14,7 +14,7 @@ from torch import nn
 from ultralytics.models import yolo
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, colorstr
 
-from ultra_prune.args import EXTRA_DEFAULTS, validate
+from ultra_prune.args import EXTRA_DEFAULTS, resolve_distill_loss, validate
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
 from ultra_prune.pruning import is_pruned
@@ -23,6 +23,7 @@ from ultra_prune.target import FREEZE, OBSERVE, ZERO, SparsityTarget, envelope
 from ultra_prune.patches.compat import log
 
 PREFIX = colorstr("ultra-prune:")
+SPARSITY_PREFIX = "sparsity/"  # the results.csv / logger keys of the sparsity statistics
 STALL_EPOCHS = 3  # epochs after which sparse training that has not moved gets a warning
 
 
@@ -67,6 +68,7 @@ class SlimTrainer:
         super().__init__(cfg, overrides, _callbacks)
         validate({k: v for k, v in vars(self.args).items() if k != "resume"})
         a = self.args
+        a.distill_loss = resolve_distill_loss(a.distill_loss, a.task)
         if a.distill_model and a.distill_loss == "logit" and a.task != "detect":
             raise UltraPruneError(
                 f"distill_loss=logit is built for detection heads, not task '{a.task}'; use distill_loss=feature "
@@ -83,6 +85,7 @@ class SlimTrainer:
         self.stats_first = None
         self.stall_warned = self.target_warned = False
         self.batch_i = 0
+        self.choice_note = None  # the last (re)choice of the target's channels, logged at the epoch's end
         if self.target:
             self.add_callback("on_train_epoch_start", lambda trainer: trainer.choose_target_channels())
             self.add_callback("on_train_batch_start", lambda trainer: setattr(trainer, "batch_i", trainer.batch_i + 1))
@@ -117,7 +120,7 @@ class SlimTrainer:
         pruned, report = prune(model, self.args.prune, self.args.prune_round, self.args.prune_min, prune_out=out,
                                exist_ok=True, imgsz=self.args.imgsz, prune_by=self.args.prune_by, verbose=main,
                                prune_importance=self.args.prune_importance, data=self.args.data,
-                               device=self.device)
+                               device=self.device, report_files=False)
         if pruned is None:
             return model
         if main:
@@ -156,7 +159,8 @@ class SlimTrainer:
 
     def choose_target_channels(self, epoch_start: bool = True) -> None:
         """(Re)choose the channels ``sparsity_target`` drives to zero: first once OBSERVE of the run has gathered
-        scores, then at every epoch start until the choice freezes."""
+        scores, then at every epoch start until the choice freezes. The log line waits for the epoch's end, so
+        it never lands inside the progress bar."""
         if epoch_start:
             self.batch_i = 0
         p, first = self.progress(), not self.target.chosen
@@ -165,10 +169,9 @@ class SlimTrainer:
         self.target.choose(_unwrap(self.model))
         if first:  # a resumed run's weights already follow the envelope up to here
             self.target.scale = envelope(p)
-        if RANK in {-1, 0}:
-            LOGGER.info(f"{PREFIX} sparsity_target={self.args.sparsity_target} (prune_by={self.args.prune_by}): "
-                        f"{self.target.chosen_count()} BatchNorm channels chosen to go to zero by "
-                        f"{ZERO:.0%} of training")
+        self.choice_note = (f"sparsity_target={self.args.sparsity_target} (prune_by={self.args.prune_by}): "
+                            f"{self.target.chosen_count()} BatchNorm channels chosen to go to zero by "
+                            f"{ZERO:.0%} of training")
 
     def optimizer_step(self):
         """Add lam*sign(gamma) to the still-scaled gradients (grad mode), then the stock unscale/clip/step/EMA;
@@ -210,9 +213,19 @@ class SlimTrainer:
             return
         self.sparsity.proximal_step(optimizer, self.epoch, self.args.sparsity_mode == "polar")
 
+    def validate(self):
+        """The stock validation. With ``sparsity_target``, best.pt is picked only among epochs whose chosen channels
+        are already zero: before that, a checkpoint is not the model that pruning keeps."""
+        metrics, fitness = super().validate()
+        if self.target and not self.target.zeroed():
+            self.best_fitness = None
+        return metrics, fitness
+
     def save_metrics(self, metrics):
         """Add the epoch's sparsity statistics (of the EMA model that gets saved) to results.csv and to the
-        metrics the loggers (TensorBoard, W&B, MLflow, ...) read at ``on_fit_epoch_end``."""
+        metrics the loggers (TensorBoard, W&B, MLflow, ...) read at ``on_fit_epoch_end``. They always go last, so
+        every column holds its own value in every epoch, validated or not (``val=False`` carries the previous
+        epoch's ``trainer.metrics``, ours included, into the next row)."""
         if self.sparsity or self.target:
             model = self.ema.ema if getattr(self, "ema", None) else _unwrap(self.model)
             self.gamma_last = gamma_values(model)
@@ -224,6 +237,9 @@ class SlimTrainer:
                          **stats}
                 self.gamma_groups = self.target.groups(model)
                 head = f"target={stats['sparsity/target']:g} reached={stats['sparsity/reached']:.1%} ({self.args.prune_by})"
+                if self.choice_note:
+                    LOGGER.info(f"{PREFIX} {self.choice_note}")
+                    self.choice_note = None
                 self.warn_if_short(stats)
             else:
                 head = f"lambda={self.args.sparsity * self.sparsity.factor(self.epoch):.3g}"
@@ -232,7 +248,7 @@ class SlimTrainer:
                 f"{PREFIX} {head} mean|γ|={stats['sparsity/gamma_mean']:.4f} "
                 f"|γ|<1e-2: {stats['sparsity/gamma<0.01']:.1%} |γ|<1e-3: {stats['sparsity/gamma<0.001']:.1%}"
             )
-            metrics = {**metrics, **stats}
+            metrics = {**{k: v for k, v in metrics.items() if not k.startswith(SPARSITY_PREFIX)}, **stats}
             if isinstance(getattr(self, "metrics", None), dict):
                 self.metrics.update(stats)
         super().save_metrics(metrics)
@@ -265,17 +281,22 @@ class SlimTrainer:
             )
 
     def plot_metrics(self):
-        """The stock results.png, plus a |gamma| histogram (first vs last epoch) when training sparse."""
+        """The stock results.png; when training sparse also sparsity.png (the sparsity columns of results.csv per
+        epoch) and gamma_hist.png (|gamma|, first vs last epoch), registered like ultralytics' own plots."""
         super().plot_metrics()
-        if (self.sparsity or self.target) and self.gamma_first is not None:
-            from ultra_prune.plots import plot_gamma_histograms
+        if not (self.sparsity or self.target):
+            return
+        from ultra_prune.plots import plot_gamma_histograms, plot_sparsity
 
+        figures = [plot_sparsity(self.csv, self.save_dir / "sparsity.png")]
+        if self.gamma_first is not None:
             series = {"first epoch": self.gamma_first, "last epoch": self.gamma_last}
             if self.target:
                 chosen, rest = self.gamma_groups
                 series = {"first epoch": self.gamma_first, "last epoch, chosen": chosen, "last epoch, kept": rest}
-            f = plot_gamma_histograms(series, self.save_dir / "gamma_hist.png")
-            if hasattr(self, "on_plot"):  # 8.0.x before plots were registered
+            figures.append(plot_gamma_histograms(series, self.save_dir / "gamma_hist.png"))
+        if hasattr(self, "on_plot"):  # 8.0.x before plots were registered
+            for f in filter(None, figures):
                 self.on_plot(f)
 
 
