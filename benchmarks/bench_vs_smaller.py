@@ -30,19 +30,22 @@ from ultra_prune.report import count_params, gflops
 IMGSZ = 128
 
 
-def onnx_ms(weights) -> float:
-    """Median onnxruntime CPU latency of one image, exported in a temporary folder."""
+def onnx_ms(weights: list) -> list[float]:
+    """Median onnxruntime CPU latency of one image for each checkpoint, exported in a temporary folder and timed
+    interleaved in one process."""
     import shutil
 
     from ultralytics import YOLO
 
-    from ultra_prune.demo import onnx_latency_ms
+    from ultra_prune.demo import onnx_latencies_ms
 
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "m.pt"
-        shutil.copyfile(weights, local)
-        onnx = YOLO(str(local)).export(format="onnx", imgsz=IMGSZ, simplify=False, verbose=False)
-        return onnx_latency_ms(onnx, IMGSZ, runs=50)
+        paths = []
+        for i, w in enumerate(weights):
+            local = Path(tmp) / f"m{i}.pt"
+            shutil.copyfile(w, local)
+            paths.append(YOLO(str(local)).export(format="onnx", imgsz=IMGSZ, simplify=False, verbose=False))
+        return onnx_latencies_ms(paths, IMGSZ)
 
 
 def main():
@@ -78,12 +81,11 @@ def main():
     distilled = train(pruned_d, data, out, "large_distill_ft", epochs=e_ft, distill_model=str(large), **kw)
 
     rows = {}
-    for name, w in ((f"scratch {a.small}", scratch), (f"slimmed {a.large}", slimmed),
-                    (f"slimmed {a.large} + distill", distilled),
-                    (f"{a.large}, {a.epochs} epochs", large), (f"{a.large} pruned, before fine-tune", pruned_pt)):
+    arms = ((f"scratch {a.small}", scratch), (f"slimmed {a.large}", slimmed), (f"slimmed {a.large} + distill", distilled),
+            (f"{a.large}, {a.epochs} epochs", large), (f"{a.large} pruned, before fine-tune", pruned_pt))
+    for (name, w), ms in zip(arms, onnx_ms([w for _, w in arms])):
         m = checkpoint_model(w)
-        rows[name] = {"map50_95": map50_95(w, data), "gflops": gflops(m, IMGSZ), "params": count_params(m),
-                      "onnx_ms": onnx_ms(w)}
+        rows[name] = {"map50_95": map50_95(w, data), "gflops": gflops(m, IMGSZ), "params": count_params(m), "onnx_ms": ms}
     (out / "results.json").write_text(json.dumps({"rows": rows, "cut": cut}, indent=2))
     print(f"\n{a.data} built-in dataset, {IMGSZ} px, {a.epochs} total epochs per arm, optimizer={a.optimizer} "
           f"({a.large}: {e_base} base + {e_sparse} sparse (sparsity_target={cut:.3f} prune_by=flops) + prune + "

@@ -22,10 +22,11 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, data_yaml):
     rows = summary["rows"]
     assert list(rows) == ["base", "sparse", "pruned", "fine-tuned"]
     assert rows["pruned"]["params"] == rows["fine-tuned"]["params"] < rows["base"]["params"]
-    assert rows["pruned"]["gflops"] < rows["base"]["gflops"] and rows["pruned"]["onnx_mb"] < rows["base"]["onnx_mb"]
+    assert rows["pruned"]["gflops"] < rows["base"]["gflops"] and rows["pruned"]["onnx_mib"] < rows["base"]["onnx_mib"]
     assert all(r["latency_ms"] > 0 for r in rows.values())
     assert (out / "demo.png").stat().st_size > 20_000 and (out / "prune_report.txt").read_text().strip()
     assert "fine-tuned" in (out / "summary.txt").read_text()
+    assert not (out / "val").exists()  # validation runs in a temporary folder
 
 
 def test_demo_refuses_a_non_empty_output_folder(tmp_path):

@@ -3,53 +3,63 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 
 from ultra_prune.errors import UltraPruneError
 
-def onnx_latency_ms(onnx_path, imgsz: int, runs: int = 30) -> float:
-    """Median onnxruntime CPU latency of one ``imgsz`` image."""
+
+def onnx_latencies_ms(onnx_paths, imgsz: int, rounds: int = 50, warmup: int = 10) -> list[float]:
+    """Median onnxruntime CPU latency (ms, batch 1, one intra-op thread) of each model of ``onnx_paths``, timed
+    interleaved in one process: every session is warmed up first, then each round runs every model once, in an
+    order that alternates between rounds, so the machine's load and clock weigh on all of them alike."""
     import numpy as np
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in onnx_paths]
     x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
-    for _ in range(5):
-        sess.run(None, {name: x})
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, {name: x})
-        times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
+    feeds = [{s.get_inputs()[0].name: x} for s in sessions]
+    for s, feed in zip(sessions, feeds):
+        for _ in range(warmup):
+            s.run(None, feed)
+    times = [[] for _ in sessions]
+    for r in range(rounds):
+        order = range(len(sessions)) if r % 2 == 0 else reversed(range(len(sessions)))
+        for i in order:
+            t = time.perf_counter()
+            sessions[i].run(None, feeds[i])
+            times[i].append((time.perf_counter() - t) * 1000)
+    return [float(np.median(t)) for t in times]
 
 
-def _measure(weights, data, imgsz, out) -> dict:
-    """params, GFLOPs, mAP50-95, ONNX size and latency of a checkpoint."""
+def _measure(weights, data, imgsz) -> dict:
+    """params, GFLOPs, mAP50-95 and the ONNX export (path, MiB, as the exporter counts) of a checkpoint."""
     from ultralytics import YOLO
 
     from ultra_prune.report import count_params, gflops
 
     model = YOLO(str(weights))
     row = {"weights": str(weights), "params": count_params(model.model), "gflops": gflops(model.model, imgsz)}
-    metrics = YOLO(str(weights)).val(data=str(data), imgsz=imgsz, batch=32, plots=False, verbose=False,
-                                     project=str(out), name="val", exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = YOLO(str(weights)).val(data=str(data), imgsz=imgsz, batch=32, plots=False, verbose=False,
+                                         project=tmp, name="val")
     row["map50_95"] = float(metrics.box.map)
-    onnx = YOLO(str(weights)).export(format="onnx", imgsz=imgsz, simplify=False, verbose=False)
-    row["onnx_mb"] = Path(onnx).stat().st_size / 1e6
-    row["latency_ms"] = onnx_latency_ms(onnx, imgsz)
+    row["onnx"] = str(YOLO(str(weights)).export(format="onnx", imgsz=imgsz, simplify=False, verbose=False))
+    row["onnx_mib"] = Path(row["onnx"]).stat().st_size / 2**20
     return row
 
 
 def table(rows: dict) -> str:
     """The summary as a fixed-width table."""
-    head = f"{'model':<12}{'params':>12}{'GFLOPs':>9}{'mAP50-95':>10}{'ONNX MB':>9}{'ORT ms':>9}"
+    head = f"{'model':<12}{'params':>12}{'GFLOPs':>9}{'mAP50-95':>10}{'ONNX MiB':>10}{'ORT ms':>9}"
     lines = [head]
     for name, r in rows.items():
-        lines.append(f"{name:<12}{r['params']:>12,}{r['gflops']:>9.3f}{r['map50_95']:>10.4f}{r['onnx_mb']:>9.2f}"
+        lines.append(f"{name:<12}{r['params']:>12,}{r['gflops']:>9.3f}{r['map50_95']:>10.4f}{r['onnx_mib']:>10.2f}"
                      f"{r['latency_ms']:>9.2f}")
+    lines.append("ORT ms: onnxruntime CPU, batch 1, 1 thread, median of 50 interleaved rounds after warm-up")
     return "\n".join(lines)
 
 
@@ -101,7 +111,9 @@ def run(out="ultra_prune_demo", data=None, model="yolov8n.yaml", epochs=1.0, img
     finetuned = out / "finetune" / "weights" / "last.pt"
 
     stages = {"base": base, "sparse": sparse, "pruned": out / "pruned.pt", "fine-tuned": finetuned}
-    rows = {name: _measure(w, data, imgsz, out) for name, w in stages.items()}
+    rows = {name: _measure(w, data, imgsz) for name, w in stages.items()}
+    for row, ms in zip(rows.values(), onnx_latencies_ms([r["onnx"] for r in rows.values()], imgsz)):
+        row["latency_ms"] = ms
 
     from ultra_prune.checkpoint import load_model
 
