@@ -6,11 +6,11 @@ from __future__ import annotations
 import difflib
 import functools
 import sys
+from pathlib import Path
 
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
 
-DOCS = "https://pypi.org/project/ultra-prune (the README: 'Pruning')"
 # What ``yolo prune`` passes to ``api.prune``; other valid ultralytics keys are ignored with a warning.
 PRUNE_KEYS = ("prune", "prune_by", "prune_importance", "prune_round", "prune_min", "prune_out", "prune_onnx", "exist_ok",
               "data", "imgsz", "batch", "device")
@@ -37,6 +37,12 @@ HELP_EXAMPLE = """    7. Slim a model with ultra-prune (sparse training, pruning
         yolo train model=runs/detect/train/weights/last_pruned.pt data=coco8.yaml epochs=50
 
 """
+
+
+def docs() -> str:
+    """Where ultra-prune's documentation is: the README of a source checkout, else its name."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"  # patches/ sits beside it in a source checkout
+    return f"{readme}#pruning" if readme.is_file() else "ultra-prune's README, section 'Pruning'"
 
 
 def parse_cli(args: list[str]) -> tuple[str | None, dict, list[str]]:
@@ -95,7 +101,7 @@ def prune_command(overrides: dict, words: list[str]) -> None:
     if "help" in words or "h" in words:
         keys = [k for k in ARGS if k.startswith("prune")]
         rows = "\n".join(f"        {k}={ARGS[k][0]!s:<8} {ARGS[k][1]}" for k in keys)
-        LOGGER.info(PRUNE_HELP.format(args=rows, docs=DOCS))
+        LOGGER.info(PRUNE_HELP.format(args=rows, docs=docs()))
         return
     unknown = [k for k in overrides if k not in DEFAULT_CFG_DICT and k != "model"]
     if unknown:
@@ -108,7 +114,7 @@ def prune_command(overrides: dict, words: list[str]) -> None:
     if ignored:
         log("warning", f"ultra-prune: 'yolo prune' does not use {', '.join(ignored)}; ignored")
     prune(str(model), **{k: v for k, v in overrides.items() if k in PRUNE_KEYS})
-    LOGGER.info(f"💡 Learn more at {DOCS}")
+    LOGGER.info(f"💡 Learn more in {docs()}")
 
 
 def print_cfg_keys() -> None:

@@ -264,7 +264,7 @@ def test_yolo_prune_points_to_ultra_prune_docs(tmp_path, monkeypatch, log):
     save_model(build("yolov8n.yaml"), tmp_path / "x.pt")
     assert run_cli("prune model=x.pt prune=0.3 epochs=5", log) == 0
     text = "\n".join(log)
-    assert "docs.ultralytics.com/modes/prune" not in text and "Learn more" in text
+    assert "docs.ultralytics.com/modes/prune" not in text and "Learn more in" in text and "README" in text
     assert "does not use epochs; ignored" in text
     assert (tmp_path / "x_pruned.pt").is_file() and (tmp_path / "x_pruned_report.json").is_file()
 
