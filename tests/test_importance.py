@@ -18,7 +18,7 @@ from ultra_prune.calibrate import taylor_scores
 from ultra_prune.checkpoint import load_model, save_model
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning import MARKER, analyse, prune_model
-from ultra_prune.pruning.importance import TaylorScores
+from ultra_prune.pruning.importance import Magnitude, Taylor, TaylorScores
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,8 +54,8 @@ def test_taylor_ranking_removes_the_lowest_scored_channels(scores):
     """In a space with a single BatchNorm, the channels a Taylor-ranked prune keeps score at least as high as every
     channel it removes there (across layers the ranking is global); with |gamma| ranking the kept counts differ."""
     m = model()
-    pruned, _ = prune_model(m, 0.3, 1, 1, importance=scores)
-    l1, _ = prune_model(m, 0.3, 1, 1, importance="l1")
+    pruned, _ = prune_model(m, 0.3, 1, 1, importance=Taylor(scores))
+    l1, _ = prune_model(m, 0.3, 1, 1, importance=Magnitude())
     names = {mod: n for n, mod in m.named_modules()}
     spaces = [s for s in analyse(m).roots() if s.prunable and len(s.producers) == 1 and not s.depthwise
               and s.producers[0][1] == 0 and s.size == s.producers[0][0].bn.num_features]

@@ -11,25 +11,13 @@ import torch
 from torch import nn
 
 from conftest import IMGSZ, train_kwargs
-from test_pruning import build
+from helpers import bn_widths, build, tensors
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning import analyse, channel_widths, flops_model, prune_model
-from ultra_prune.pruning.importance import magnitude
-from ultra_prune.pruning.select import select_target
+from ultra_prune.pruning.importance import LayerRelative, Magnitude
+from ultra_prune.pruning.select import Channels, Flops, select
 from ultra_prune.report import gflops
 from ultra_prune.target import FREEZE, ZERO, SparsityTarget, envelope
-
-
-def tensors(out):
-    """Every tensor of a (nested) model output."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    items = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else []
-    return [t for o in items for t in tensors(o)]
-
-
-def bn_widths(model):
-    return [m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
 
 
 @pytest.mark.parametrize("yaml", ["yolov8n.yaml", "yolo11n.yaml"])
@@ -37,7 +25,7 @@ def bn_widths(model):
 def test_channel_target_is_reached_with_floors_and_rounding(yaml, target):
     model = build(yaml)
     roots = analyse(model).roots()
-    keep = select_target(roots, target, round_to=8, floor=8)
+    keep = select(roots, Channels(target), LayerRelative(), round_to=8, floor=8)
     prunable = sum(s.size for s in roots if s.prunable)
     removed = sum(s.size - len(k) for s, k in keep.items())
     assert target <= removed / prunable < target + 0.1
@@ -61,7 +49,7 @@ def test_flops_model_matches_ultralytics_counter_after_pruning():
     model = build("yolov8n.yaml")
     fm = flops_model(model, 128)
     roots = analyse(model).roots()
-    select_target(roots, 0.5, flops=fm, importance=magnitude)  # prune_model's default importance, l1
+    select(roots, Flops(0.5, fm), Magnitude())  # prune_model's default importance, l1
     pruned, _ = prune_model(model, 0.5, prune_by="flops", imgsz=128)
     assert math.isclose(fm.total - fm.removed(), gflops(pruned, 128) * 1e9, rel_tol=1e-3)
 

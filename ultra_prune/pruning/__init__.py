@@ -1,8 +1,9 @@
 """Network-slimming channel pruning of ultralytics models (detect, segment, pose, obb, classify).
 
-``prune_model`` = checks -> dependency analysis (``graph`` + ``rules``) -> selection (``select``, ranked by an
-``importance``) -> surgery (``surgery``). The result is made only of stock ultralytics classes and carries a small ``ultra_prune``
-marker dict (ratio, options, widths before/after).
+``prune_model`` = checks -> dependency analysis (``graph`` + ``rules``) -> selection (``select``: a budget, ranked
+by an ``importance``) -> surgery (``surgery``). The result is made only of stock ultralytics classes and carries a
+small ``ultra_prune`` marker dict (ratio, options, widths before/after). Importing this package changes nothing in
+ultralytics; it validates no user argument (the API layer has) and knows no CLI key.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import torch
 from torch import nn
 
 from ultra_prune.errors import UltraPruneError
-from ultra_prune.pruning.graph import ChannelGraph
 from ultra_prune.pruning.cost import FlopsModel
-from ultra_prune.pruning.importance import IMPORTANCES, TaylorScores
-from ultra_prune.pruning.select import plan, select_target
+from ultra_prune.pruning.graph import ChannelGraph
+from ultra_prune.pruning.importance import Importance, Magnitude
+from ultra_prune.pruning.probe import forward_zeros, input_channels
+from ultra_prune.pruning.rules import rule_for
+from ultra_prune.pruning.select import Budget, Channels, Flops, select
 from ultra_prune.pruning.surgery import compensate, slice_channels
 
 MARKER = "ultra_prune"  # attribute on the pruned model, a plain dict
@@ -35,7 +38,7 @@ def check_prunable(model: nn.Module) -> None:
     if not isinstance(model, nn.Module) or not isinstance(getattr(model, "model", None), nn.Sequential):
         raise UltraPruneError(f"expected an ultralytics model (e.g. a DetectionModel), got {type(model).__name__}")
     head = model.model[-1]
-    if _rule_for()(head) is None:
+    if rule_for(head) is None:
         yaml = getattr(model, "yaml", None)  # the architecture, not checkpoint args (which default task to 'detect')
         task = (guess_model_task(yaml) if isinstance(yaml, dict) else None) or guess_model_task(model)
         raise UltraPruneError(
@@ -55,7 +58,6 @@ def check_prunable(model: nn.Module) -> None:
                               "network slimming needs a model with Conv+BN blocks")
 
 
-@torch.no_grad()
 def channel_widths(model: nn.Module, imgsz: int = 64) -> tuple[dict, list[int]]:
     """One forward pass: output channels of every module, and of every top-level layer, in order."""
     seen: dict[nn.Module, int] = {}
@@ -64,33 +66,15 @@ def channel_widths(model: nn.Module, imgsz: int = 64) -> tuple[dict, list[int]]:
         if isinstance(out, torch.Tensor) and out.dim() == 4:
             seen[m] = out.shape[1]
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    training = model.training
-    try:
-        model.eval()
-        p = next(model.parameters())
-        ch = model.yaml.get("ch", 3) if isinstance(getattr(model, "yaml", None), dict) else 3
-        model(torch.zeros(1, ch, imgsz, imgsz, dtype=p.dtype, device=p.device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(training)
+    forward_zeros(model, imgsz, {m: hook for m in model.modules()})
     return seen, [seen.get(m, 0) for m in model.model]
-
-
-def _rule_for():
-    from ultra_prune.plugins import get_plugin_manager
-
-    hook = get_plugin_manager().hook.ultra_prune_channel_rule
-    return lambda m: hook(module=m)
 
 
 def analyse(model: nn.Module, imgsz: int = 64) -> ChannelGraph:
     """Build the channel dependency graph of ``model`` (not modified)."""
     seen, _ = channel_widths(model, imgsz)
-    graph = ChannelGraph(_rule_for(), seen)
-    ch = model.yaml.get("ch", 3) if isinstance(getattr(model, "yaml", None), dict) else 3
-    graph.analyse(model, ch)
+    graph = ChannelGraph(rule_for, seen)
+    graph.analyse(model, input_channels(model))
     return graph
 
 
@@ -107,44 +91,36 @@ def flops_model(model: nn.Module, imgsz: int) -> FlopsModel:
     return FlopsModel(model, imgsz, reference_flops(model, imgsz))
 
 
-def plan_channels(model: nn.Module, graph: ChannelGraph, ratio: float, round_to: int = 8, floor: int = 8,
-                  prune_by: str = "channels", imgsz: int = 640, take_dead: bool = False,
-                  importance=IMPORTANCES["l1"]) -> dict:
-    """The channels to keep per space of ``graph`` (of ``model``), for ``ratio`` of the prunable channels
-    (``prune_by='channels'``, one global ranking) or of the model's FLOPs at ``imgsz`` (``prune_by='flops'``,
-    steps cheapest first), lowest ``importance`` first."""
-    roots = graph.roots()
-    if prune_by == "channels" and not take_dead:
-        return plan(roots, ratio, round_to, floor, importance)
-    flops = flops_model(model, imgsz) if prune_by == "flops" else None
-    return select_target(roots, ratio, round_to, floor, flops=flops, importance=importance, take_dead=take_dead)
+PRUNE_BY = ("channels", "flops")  # the budgets by name: what a share of the model means
+
+
+def budget_for(prune_by: str, ratio: float, model: nn.Module, imgsz: int = 640) -> Budget:
+    """The budget ``ratio`` of ``model`` means under ``prune_by``: of its prunable channels, or of its FLOPs at
+    ``imgsz`` as ultralytics counts them."""
+    if prune_by == "flops":
+        return Flops(ratio, flops_model(model, imgsz))
+    if prune_by == "channels":
+        return Channels(ratio)
+    raise ValueError(f"prune_by={prune_by!r} is not one of {PRUNE_BY}")
 
 
 def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 8, prune_by: str = "channels",
-                imgsz: int = 640, take_dead: bool = False, importance: str | TaylorScores = "l1"):
+                imgsz: int = 640, take_dead: bool = False, importance: Importance | None = None):
     """Return ``(pruned, info)``: a pruned deep copy of ``model`` and a dict describing what changed.
 
-    ``importance`` ranks the channels: ``'l1'`` (BN |gamma|, the largest of a coupled group), ``'relative'``
-    (|gamma| over its layer's mean) or ``TaylorScores`` of ``model`` (first-order loss changes from data).
-    ``prune_by='channels'``: ``ratio`` of all prunable channels (ranked globally) is removed; kept counts are
-    floored at ``floor`` and rounded up to multiples of ``round_to``. ``prune_by='flops'``: channels go in steps,
-    least important first, until ``ratio`` of the GFLOPs at ``imgsz`` is gone. ``take_dead``: every channel whose
-    whole group has gamma exactly 0 goes too (a sparse-target checkpoint).
-    ``info["pruned"]`` is False when nothing could be removed (every space at its floor); ``pruned`` is then an
-    unchanged copy.
+    At least ``ratio`` of the budget ``prune_by`` names (``budget_for``: prunable channels, or GFLOPs at ``imgsz``)
+    is removed, lowest ``importance`` first (default ``Magnitude``: BN |gamma|), in ``select``'s steps: kept counts
+    are multiples of ``round_to`` and at least ``floor``. ``take_dead``: every channel whose whole group has gamma
+    exactly 0 goes too (a sparse-target checkpoint). ``info["pruned"]`` is False when nothing could be removed
+    (every space at its floor); ``pruned`` is then an unchanged copy.
     """
-    from ultra_prune.args import validate
-
-    validate({"prune": ratio, "prune_round": round_to, "prune_min": floor, "prune_by": prune_by})
     check_prunable(model)
-    if not isinstance(importance, TaylorScores) and importance not in IMPORTANCES:
-        raise UltraPruneError(f"importance '{importance}' is not one of {(*IMPORTANCES, 'TaylorScores')}")
+    importance = importance or Magnitude()
     model = copy.deepcopy(model).float()
     _, before = channel_widths(model)
     graph = analyse(model)
     roots = graph.roots()
-    rank = importance.importance(model) if isinstance(importance, TaylorScores) else IMPORTANCES[importance]
-    keep = plan_channels(model, graph, ratio, round_to, floor, prune_by, imgsz, take_dead, rank)
+    keep = select(roots, budget_for(prune_by, ratio, model, imgsz), importance.bind(model), round_to, floor, take_dead)
     prunable = sum(s.size for s in roots if s.prunable)
     removed = sum(s.size - len(k) for s, k in keep.items())
     if keep:
@@ -154,9 +130,8 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
             fn()
     _, after = channel_widths(model)
     history = list(getattr(model, MARKER, {}).get("history", []))
-    named = "taylor" if isinstance(importance, TaylorScores) else importance
     history.append({"prune": ratio, "prune_by": prune_by, "prune_round": round_to, "prune_min": floor,
-                    "prune_importance": named, "widths_before": before})
+                    "prune_importance": importance.name, "widths_before": before})
     if keep:
         setattr(model, MARKER, {"history": history, "widths": after, "original_widths": history[0]["widths_before"]})
     info = {
@@ -167,6 +142,6 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
         "prunable_channels": prunable,
         "removed_channels": removed,
         "left_intact": sorted(set(graph.intact)),
-        "prune_importance": named,
+        "prune_importance": importance.name,
     }
     return model, info

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ultra_prune.pruning.probe import forward_zeros
+
 
 class FlopsModel:
     """Per-conv FLOPs at ``imgsz`` for the current in/out widths; ``remove`` updates them as channels go."""
@@ -23,27 +25,16 @@ class FlopsModel:
         the per-conv count misses of it is kept as a constant."""
         self.area: dict[nn.Module, int] = {}  # output pixels of each conv (rows of each Linear)
         self.bn_of: dict[nn.Conv2d, nn.BatchNorm2d] = {}
-        hooks = []
+        hooks = {}
         for m in model.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                hooks.append(m.register_forward_hook(
-                    lambda mod, _i, y: self.area.__setitem__(mod, y[0].numel() // y.shape[1])))
+                hooks[m] = lambda mod, _i, y: self.area.__setitem__(mod, y[0].numel() // y.shape[1])
             conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                 self.bn_of[conv] = bn
-        training = model.training
-        try:
-            model.eval()
-            p = next(model.parameters())
-            ch = model.yaml.get("ch", 3) if isinstance(getattr(model, "yaml", None), dict) else 3
-            stride = max(int(getattr(model, "stride", torch.tensor([32])).max()), 32)
-            size = max(stride, int(imgsz) // stride * stride)
-            with torch.no_grad():
-                model(torch.zeros(1, ch, size, size, dtype=p.dtype, device=p.device))
-        finally:
-            for h in hooks:
-                h.remove()
-            model.train(training)
+        stride = max(int(getattr(model, "stride", torch.tensor([32])).max()), 32)
+        size = max(stride, int(imgsz) // stride * stride)
+        forward_zeros(model, size, hooks)
         self.scale = (int(imgsz) / size) ** 2  # thop extrapolates from stride-aligned proxies; so does this
         self.cin = {c: getattr(c, "in_channels", getattr(c, "in_features", 0)) for c in self.area}
         self.cout = {c: getattr(c, "out_channels", getattr(c, "out_features", 0)) for c in self.area}

@@ -1,6 +1,6 @@
 """Channel dependency analysis: which output channels of which convs are coupled, and who reads them.
 
-The model's own graph (each layer's ``f`` inputs) is walked with per-module *rules* (``rules.py``, a plugin hook).
+The model's own graph (each layer's ``f`` inputs) is walked with per-module *rules* (``rules.rule_for``).
 A rule receives the module and its input ``Signal`` and returns the output ``Signal``, telling the graph what it
 does with channels: a conv that produces new channels, a residual add that couples two channel spaces, a concat,
 a depthwise conv that passes channels through, or an opaque module whose channels must stay.
@@ -87,11 +87,6 @@ class Space:
     @property
     def prunable(self) -> bool:
         return not self.fixed and bool(self.producers)
-
-    def importance(self) -> torch.Tensor:
-        """Per-channel importance: the largest |gamma| over every BatchNorm in the space."""
-        gammas = [m.bn.weight.detach()[o : o + self.size].abs().float() for m, o in self.producers + self.depthwise]
-        return torch.stack(gammas).amax(0)
 
 
 @dataclass(eq=False)

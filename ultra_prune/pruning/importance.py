@@ -1,40 +1,85 @@
-"""Channel importances: how much a space's channels matter, per channel (higher = keep).
+"""Channel importances: how much each channel of a space matters (higher = keep), behind one protocol: an
+importance is a callable ``(space) -> Tensor`` with a ``name``.
 
-- ``magnitude``: the largest BN |gamma| over the group (network slimming's ranking; compares across layers once
-  sparse training has split the scales);
-- ``layer_relative``: |gamma| over its layer's mean;
-- ``taylor``: first-order Taylor scores ``|gamma*dL/dgamma + beta*dL/dbeta|`` summed over the group's BatchNorms,
-  the loss change of zeroing a channel (Molchanov et al., 2019), gathered from real gradients (``TaylorScores``).
+- ``Magnitude`` (``l1``): the largest BN |gamma| over the group (network slimming's ranking; compares across layers
+  once sparse training has split the scales);
+- ``LayerRelative`` (``relative``): |gamma| over its layer's mean;
+- ``Taylor`` (``taylor``): first-order Taylor scores ``|gamma*dL/dgamma + beta*dL/dbeta|`` summed over the group's
+  BatchNorms, the loss change of zeroing a channel (Molchanov et al., 2019), gathered from real gradients
+  (``TaylorScores``);
+- ``Zeroed`` (``zeroed``): 0 for the channels a sparse-target run drove to exactly zero, 1 for the others.
 
-``select.plan`` / ``select.select_target`` take any of them. Knows torch only.
+``select.select`` takes any of them; the user's word is turned into one of them once, at the API layer. Knows torch
+only.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from ultra_prune.pruning.graph import Space
 
-Importance = Callable[[Space], torch.Tensor]
+
+class Importance(Protocol):
+    """Scores each channel of a space (higher = keep). ``bind`` gives the importance for the spaces of ``model``
+    (the one a pruning analyses; most importances need nothing of it and return themselves)."""
+
+    name: str
+
+    def bind(self, model: nn.Module) -> Importance: ...
+
+    def __call__(self, space: Space) -> torch.Tensor: ...
 
 
-def magnitude(space: Space) -> torch.Tensor:
-    """The largest |gamma| over every BatchNorm of the space."""
-    return space.importance()
+def gamma_magnitude(space: Space) -> torch.Tensor:
+    """The largest |gamma| over every BatchNorm of the space, per channel."""
+    gammas = [m.bn.weight.detach()[o : o + space.size].abs().float() for m, o in space.producers + space.depthwise]
+    return torch.stack(gammas).amax(0)
 
 
-def layer_relative(space: Space) -> torch.Tensor:
-    """Importance relative to the space's mean: |gamma| / mean |gamma| (dead channels stay 0).
+class _Unbound:
+    def bind(self, model: nn.Module):
+        return self
+
+
+class Magnitude(_Unbound):
+    """The largest BN |gamma| over the group."""
+
+    name = "l1"
+
+    def __call__(self, space: Space) -> torch.Tensor:
+        return gamma_magnitude(space)
+
+
+class LayerRelative(_Unbound):
+    """|gamma| / the space's mean |gamma| (dead channels stay 0).
 
     Raw |gamma| compares scales across layers, which means something only once sparse training has split them;
-    relative to its own layer, every space's channels average 1, so a global ranking prunes layers evenly
-    unless their scales are spread.
+    relative to its own layer, every space's channels average 1, so a global ranking prunes layers evenly unless
+    their scales are spread.
     """
-    imp = space.importance()
-    return imp / imp.mean().clamp_min(1e-12)
+
+    name = "relative"
+
+    def __call__(self, space: Space) -> torch.Tensor:
+        imp = gamma_magnitude(space)
+        return imp / imp.mean().clamp_min(1e-12)
+
+
+class Zeroed(_Unbound):
+    """0 for channels whose |gamma| is at most ``tol`` in every BatchNorm of the group, else 1: with a budget of 0
+    and ``take_dead``, the selector removes exactly those."""
+
+    name = "zeroed"
+
+    def __init__(self, tol: float = 0.0):
+        self.tol = tol
+
+    def __call__(self, space: Space) -> torch.Tensor:
+        return (gamma_magnitude(space) > self.tol).float()
 
 
 class TaylorScores(dict):
@@ -50,23 +95,24 @@ class TaylorScores(dict):
                 if torch.isfinite(s).all():
                     self[name] = self[name] + s if name in self else s.clone()
 
-    def importance(self, model: nn.Module) -> Importance:
-        """The Taylor importance of the spaces of ``model`` (scored under the same module names): the scores
-        summed over the group's BatchNorms; a channel whose |gamma| is 0 everywhere stays 0."""
-        names = {m: n for n, m in model.named_modules()}
 
-        def taylor(space: Space) -> torch.Tensor:
-            bns = [(names[m.bn], o) for m, o in space.producers + space.depthwise]
-            scores = [self[n][o : o + space.size].cpu() if n in self else torch.zeros(space.size) for n, o in bns]
-            return torch.stack(scores).sum(0) * (space.importance() > 0)
+class Taylor:
+    """Taylor scores of a model's channels, summed over each group's BatchNorms (found by module name, so a copy of
+    the scored model works too); a channel whose |gamma| is 0 everywhere stays 0."""
 
-        return taylor
+    name = "taylor"
+
+    def __init__(self, scores: TaylorScores, names: dict | None = None):
+        self.scores, self.names = scores, names or {}
+
+    def bind(self, model: nn.Module) -> Taylor:
+        return Taylor(self.scores, {m: n for n, m in model.named_modules()})
+
+    def __call__(self, space: Space) -> torch.Tensor:
+        bns = [(self.names[m.bn], o) for m, o in space.producers + space.depthwise]
+        scores = [self.scores[n][o : o + space.size].cpu() if n in self.scores else torch.zeros(space.size)
+                  for n, o in bns]
+        return torch.stack(scores).sum(0) * (gamma_magnitude(space) > 0)
 
 
-def zeroed(space: Space) -> torch.Tensor:
-    """0 for channels whose |gamma| is exactly 0 in every BatchNorm of the group (a finished sparse-target run's),
-    else 1: with a target of 0 and ``take_dead``, the selector removes exactly those."""
-    return (space.importance() > 0).float()
-
-
-IMPORTANCES = {"l1": magnitude, "relative": layer_relative, "zeroed": zeroed}  # the ones that need no data
+NAMED = {cls.name: cls for cls in (Magnitude, LayerRelative)}  # the importances that need no data, by their names

@@ -1,8 +1,9 @@
-"""Built-in channel rules for ultralytics modules (a plugin of the ``ultra_prune_channel_rule`` hook).
+"""Channel rules for ultralytics modules, and the registry the graph finds them in (``rule_for``).
 
 A rule is ``rule(graph, module, x) -> Signal``: it tells the graph how ``module`` maps the channels of its input
-``x`` (a Signal, or a list of them for multi-input layers) to its output. Third-party plugins can return their
-own rule for a custom block; built-ins run last so plugins win.
+``x`` (a Signal, or a list of them for multi-input layers) to its output. The built-in rules are looked up by exact
+type; plugins' rules (their ``ultra_prune_channel_rule`` hook, added by the plugin manager through
+``add_rule_lookup``) are asked first, so a plugin can add a rule for a custom block or replace a built-in one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from ultra_prune.hookspecs import hookimpl
 from ultra_prune.pruning.graph import Segment, Signal, Term
 
 
@@ -528,7 +528,20 @@ def _rules():
     return classes
 
 
-@hookimpl(trylast=True)
-def ultra_prune_channel_rule(module):
-    """Exact-type lookup, so a subclass with different wiring (e.g. YOLOEDetect, WorldDetect) stays opaque."""
+_lookups: list = []  # rule finders the plugins added, asked before the built-in table
+
+
+def add_rule_lookup(lookup) -> None:
+    """Have ``rule_for`` ask ``lookup(module) -> rule | None`` before the built-in rules (once per lookup)."""
+    if lookup not in _lookups:
+        _lookups.append(lookup)
+
+
+def rule_for(module):
+    """The channel rule for ``module``: a plugin's, else the built-in one for its exact type (so a subclass with
+    different wiring, e.g. YOLOEDetect or WorldDetect, stays opaque), else None."""
+    for lookup in _lookups:
+        rule = lookup(module)
+        if rule is not None:
+            return rule
     return _rules().get(type(module))
