@@ -6,9 +6,23 @@ Gates test features (attributes, signatures, module layout), never version strin
 
 from __future__ import annotations
 
+import inspect
+
 from ultra_prune.errors import UltraPruneError
 
-SUPPORTED = "ultralytics 8.0.136 (the ultralytics/engine layout) through 8.4.x"
+SUPPORTED = "ultralytics 8.0.143 (Model.train(trainer=...)) through 8.4.x"
+MARK = "_ultra_prune"  # set on every function ultra-prune puts in ultralytics' place
+
+
+def ours(wrapper):
+    """Mark ``wrapper`` as ultra-prune's (so applying the patches again leaves it alone); return it."""
+    setattr(wrapper, MARK, True)
+    return wrapper
+
+
+def is_ours(obj) -> bool:
+    """Whether ``obj`` is a function ultra-prune put in place (``ours``)."""
+    return getattr(obj, MARK, False) is True
 
 
 def check_supported(ultralytics) -> None:
@@ -20,7 +34,7 @@ def check_supported(ultralytics) -> None:
     except ImportError as e:
         raise UltraPruneError(
             f"ultralytics {getattr(ultralytics, '__version__', '?')} is not supported ({e}); "
-            f"ultra-prune supports {SUPPORTED}: pip install 'ultralytics>=8.0.136,<8.5'"
+            f"ultra-prune supports {SUPPORTED}: pip install 'ultralytics>=8.0.143,<8.5'"
         ) from None
     missing = [
         name
@@ -28,14 +42,14 @@ def check_supported(ultralytics) -> None:
             "BaseTrainer.optimizer_step": hasattr(BaseTrainer, "optimizer_step"),
             "BaseTrainer.save_metrics": hasattr(BaseTrainer, "save_metrics"),
             "DetectionTrainer.get_model": hasattr(DetectionTrainer, "get_model"),
-            "Model.train": hasattr(Model, "train"),
+            "Model.train(trainer=)": "trainer" in inspect.signature(Model.train).parameters,
         }.items()
         if not ok
     ]
     if missing or not str(getattr(ultralytics, "__version__", "8")).startswith("8."):
         raise UltraPruneError(
             f"ultralytics {ultralytics.__version__} is not supported (missing {missing or 'the 8.x API'}); "
-            f"ultra-prune supports {SUPPORTED}: pip install 'ultralytics>=8.0.136,<8.5'"
+            f"ultra-prune supports {SUPPORTED}: pip install 'ultralytics>=8.0.143,<8.5'"
         )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
+from ultra_prune.patches import is_ours, ours
 
 # What ``yolo prune`` passes to ``api.prune``; other valid ultralytics keys are ignored with a warning.
 PRUNE_KEYS = ("prune", "prune_by", "prune_importance", "prune_round", "prune_min", "prune_out", "prune_onnx", "exist_ok",
@@ -96,7 +97,7 @@ def prune_command(overrides: dict, words: list[str]) -> None:
 
     from ultra_prune.api import prune
     from ultra_prune.args import ARGS
-    from ultra_prune.patches.compat import log
+    from ultra_prune.logs import log
 
     if "help" in words or "h" in words:
         keys = [k for k in ARGS if k.startswith("prune")]
@@ -135,7 +136,7 @@ def wrap_entrypoint(entrypoint):
     @functools.wraps(entrypoint)
     def wrapper(debug="", *args, **kwargs):
         from ultra_prune.args import validate
-        from ultra_prune.patches.compat import log
+        from ultra_prune.logs import log
 
         argv = (debug.split(" ") if debug else sys.argv)[1:]
         try:
@@ -154,8 +155,7 @@ def wrap_entrypoint(entrypoint):
             log("error", f"ultra-prune: {e}")
             sys.exit(2)
 
-    wrapper._ultra_prune = True
-    return wrapper
+    return ours(wrapper)
 
 
 @hookimpl
@@ -170,5 +170,5 @@ def ultra_prune_patch(ultralytics):
             help_msg = help_msg.replace(before, str(list(cfg.MODES)), 1)
             at = help_msg.find("    Docs:")
             cfg.CLI_HELP_MSG = help_msg[:at] + HELP_EXAMPLE + help_msg[at:] if at >= 0 else help_msg + HELP_EXAMPLE
-    if not getattr(cfg.entrypoint, "_ultra_prune", False):
+    if not is_ours(cfg.entrypoint):
         cfg.entrypoint = wrap_entrypoint(cfg.entrypoint)

@@ -8,6 +8,7 @@ import inspect
 from ultra_prune.args import SLIMMING_KEYS, is_slimming_run, validate
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
+from ultra_prune.patches import is_ours, ours
 
 
 def _trainer_for(task):
@@ -19,12 +20,12 @@ def _trainer_for(task):
 def trainer_for_model(model):
     """The ultra-prune trainer for ``model`` (a ``Model``): the plugin's trainer for its task, when it extends the
     trainer the model's own class would use (RT-DETR, World and YOLOE keep theirs: None)."""
-    ours = _trainer_for(model.task)
+    slim = _trainer_for(model.task)
     try:
         stock = model.task_map[model.task]["trainer"]
     except (AttributeError, KeyError, NotImplementedError, TypeError):
-        return ours
-    return ours if ours is not None and isinstance(stock, type) and issubclass(ours, stock) else None
+        return slim
+    return slim if slim is not None and isinstance(stock, type) and issubclass(slim, stock) else None
 
 
 def check_task(model, kwargs: dict) -> None:
@@ -53,7 +54,7 @@ def needs_slim_trainer(model, kwargs: dict) -> bool:
 
 
 def wrap_train(train):
-    """Model.train(trainer=None, **kw) (>= 8.0.143): validate kw; an ultra-prune run gets the slim trainer."""
+    """Model.train(trainer=None, **kw): validate kw; an ultra-prune run gets the slim trainer."""
 
     @functools.wraps(train)
     def wrapper(self, trainer=None, **kwargs):
@@ -63,30 +64,7 @@ def wrap_train(train):
             trainer = trainer_for_model(self)
         return train(self, trainer=trainer, **kwargs)
 
-    wrapper._ultra_prune = True
-    return wrapper
-
-
-def wrap_train_task_map(train, task_map):
-    """Model.train(**kw) of 8.0.136-8.0.142, whose trainer comes from the module-level ``TASK_MAP``: an ultra-prune
-    run swaps the slim trainer in for the call and puts the stock one back after it."""
-
-    @functools.wraps(train)
-    def wrapper(self, **kwargs):
-        validate(kwargs)
-        check_task(self, kwargs)
-        ours = trainer_for_model(self) if needs_slim_trainer(self, kwargs) else None
-        if ours is None:
-            return train(self, **kwargs)
-        classes = task_map[self.task]
-        task_map[self.task] = [*classes[:1], ours, *classes[2:]]
-        try:
-            return train(self, **kwargs)
-        finally:
-            task_map[self.task] = classes
-
-    wrapper._ultra_prune = True
-    return wrapper
+    return ours(wrapper)
 
 
 def prune(self, **kwargs):
@@ -116,10 +94,7 @@ def ultra_prune_patch(ultralytics):
     from ultralytics.engine import model as model_module
 
     Model = model_module.Model
-    if not getattr(Model.train, "_ultra_prune", False):
-        if "trainer" in inspect.signature(Model.train).parameters:
-            Model.train = wrap_train(Model.train)
-        else:  # 8.0.136-8.0.142: the trainer comes from the module-level TASK_MAP
-            Model.train = wrap_train_task_map(Model.train, model_module.TASK_MAP)
+    if not is_ours(Model.train):
+        Model.train = wrap_train(Model.train)
     if not hasattr(Model, "prune"):
         Model.prune = prune

@@ -9,11 +9,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # ultralytics skips online checks
 os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(__file__).parent.parent / ".pytest_yolo_cfg"))
 
-import ultra_prune  # noqa: E402,F401  (applies the patches)
+import ultra_prune  # noqa: E402
+
+ultra_prune.apply()  # also where the start-up hook is off
 
 IMGSZ = 64
 PYTHON = sys.executable
@@ -25,6 +28,15 @@ def data_yaml(tmp_path_factory):
     from ultra_prune.dataset import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("shapes"), n_train=24, n_val=8, imgsz=IMGSZ)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models at 64-128 px: one thread is as fast, and two stall badly when other jobs share the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

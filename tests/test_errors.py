@@ -430,7 +430,7 @@ def test_unsupported_version(mocker):
     mocker.patch.object(ultralytics, "__version__", "7.0.0")
     with pytest.raises(UltraPruneError) as e:
         patches.check_supported(ultralytics)
-    one_line(str(e.value), r"ultralytics 7\.0\.0 is not supported .*pip install 'ultralytics>=8\.0\.136,<8\.5'")
+    one_line(str(e.value), r"ultralytics 7\.0\.0 is not supported .*pip install 'ultralytics>=8\.0\.143,<8\.5'")
     mocker.patch.object(ultralytics, "_ultra_prune_patched", False)  # apply() refuses too, before patching anything
     hook = mocker.patch("ultra_prune.plugins.get_plugin_manager")
     with pytest.raises(UltraPruneError):

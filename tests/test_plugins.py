@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 
 from ultra_prune.plugins import BUILTINS, get_plugin_manager
 
@@ -132,3 +131,23 @@ def test_third_party_plugin_through_entry_point(tmp_path):
         print(my_rules.CALLS, [s for s in info['left_intact'] if 'custom' in s])
     """, tmp_path, env={"PYTHONPATH": with_path(tmp_path)})
     assert "['SPPF'] ['SPPF (custom rule says keep)']" in r.stdout
+
+
+def test_importing_the_pruning_core_changes_nothing_in_ultralytics():
+    """``import ultra_prune.pruning`` imports no ultralytics; with the start-up hook off, ultralytics stays unpatched
+    while the core prunes (its rules come from its own registry, not from the plugins or the trainers)."""
+    script = textwrap.dedent("""
+        import sys
+        import ultra_prune.pruning as pruning
+        assert "ultralytics" not in sys.modules and "ultra_prune.trainer" not in sys.modules
+        from ultralytics.engine.model import Model
+        from ultralytics.nn.tasks import DetectionModel
+        import ultralytics
+        pruned, info = pruning.prune_model(DetectionModel("yolov8n.yaml", verbose=False), 0.3)
+        assert info["pruned"] and not getattr(ultralytics, "_ultra_prune_patched", False)
+        assert not hasattr(Model, "prune") and "ultra_prune.trainer" not in sys.modules
+        print("clean")
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "ULTRA_PRUNE_DISABLE": "1", "YOLO_OFFLINE": "1"})
+    assert r.returncode == 0 and "clean" in r.stdout, r.stderr[-2000:]

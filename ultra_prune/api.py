@@ -7,8 +7,9 @@ import logging
 import tempfile
 from pathlib import Path
 
-from ultra_prune.args import EXTRA_DEFAULTS, validate
+from ultra_prune.args import PruneConfig, validate
 from ultra_prune.errors import UltraPruneError
+from ultra_prune.pruning.importance import NAMED, Importance, Taylor, Zeroed
 
 
 def default_output(path) -> Path:
@@ -81,53 +82,50 @@ def onnx_size_and_parity(before, after, imgsz) -> tuple[tuple[float, float], flo
     return (sizes[0], sizes[1]), float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
 
 
-def recorded_target(ckpt: dict) -> dict | None:
-    """The ``sparsity_target`` run a checkpoint comes from: its target, counting, floors and how far the
-    run had got (``progress``, 1.0 for a finished run's checkpoint); None if it is not from such a run."""
+def recorded_target(ckpt: dict) -> tuple[PruneConfig, float] | None:
+    """The ``sparsity_target`` run a checkpoint comes from, as its ``PruneConfig`` (target, counting, floors, imgsz)
+    and how far the run had got (1.0 for a finished run's checkpoint); None if it is not from such a run."""
     args = ckpt.get("train_args") or {}
     if not args.get("sparsity_target"):
         return None
     epoch, epochs = ckpt.get("epoch", -1), args.get("epochs") or 1
     progress = 1.0 if epoch is None or epoch < 0 else min((epoch + 1) / epochs, 1.0)
-    keys = ("prune_by", "prune_round", "prune_min")
-    return {"prune": args["sparsity_target"], **{k: args.get(k, EXTRA_DEFAULTS[k]) for k in keys}, "progress": progress}
+    return PruneConfig.of(args["sparsity_target"], args), progress
 
 
-def warn_short_of_target(source, recorded: dict, reached: float) -> None:
+def warn_short_of_target(source, target: PruneConfig, progress: float, reached: float) -> None:
     """One warning when the channels a ``sparsity_target`` checkpoint has at zero fall short of its target (a
     checkpoint from before the run's zero point, e.g. an early best.pt or epochN.pt, or floors in the way)."""
-    from ultra_prune.patches.compat import log
+    from ultra_prune.logs import log
     from ultra_prune.target import ZERO
 
-    target, by = recorded["prune"], recorded["prune_by"]
-    if reached >= target - 1e-6:
+    if reached >= target.ratio - 1e-6:
         return
     what = f"'{source}'" if source else "the model"
-    if recorded["progress"] < ZERO:
-        log("warning", f"ultra-prune: {what} is from {recorded['progress']:.0%} of a sparsity_target={target:g} run, "
+    if progress < ZERO:
+        log("warning", f"ultra-prune: {what} is from {progress:.0%} of a sparsity_target={target.ratio:g} run, "
                        f"before its chosen channels reach zero (at {ZERO:.0%} of training): its zero channels are "
-                       f"{reached:.1%} of the {by}, and only those are pruned. Prune the finished run's last.pt "
+                       f"{reached:.1%} of the {target.by}, and only those are pruned. Prune the finished run's last.pt "
                        "(or best.pt), or give prune= to prune by importance")
     else:
-        log("warning", f"ultra-prune: the zero channels of {what} are {reached:.1%} of the {by}, short of its "
-                       f"sparsity_target={target:g} (the floors allow no more); only those are pruned. Give prune= "
-                       "to prune further by importance")
+        log("warning", f"ultra-prune: the zero channels of {what} are {reached:.1%} of the {target.by}, short of "
+                       f"its sparsity_target={target.ratio:g} (the floors allow no more); only those are pruned. Give "
+                       "prune= to prune further by importance")
 
 
-def importance_for(model, prune_importance: str | None, data, imgsz: int, batch: int, device=None):
-    """What ranks the channels: ``prune_importance`` ('auto': Taylor scores from ``data`` when given, else 'l1'),
-    as ``prune_model`` takes it (a name, or the ``TaylorScores`` of ``model`` on ``data``)."""
-    choice = prune_importance or EXTRA_DEFAULTS["prune_importance"]
-    if choice == "auto":
-        choice = "taylor" if data else "l1"
-    if choice != "taylor":
-        return choice
+def importance_for(model, name: str, data, imgsz: int, batch: int, device=None) -> Importance:
+    """The importance the user's ``prune_importance`` names ('auto': Taylor scores from ``data`` when given, else
+    'l1'); Taylor scores are gathered from ``data`` here."""
+    if name == "auto":
+        name = "taylor" if data else "l1"
+    if name != "taylor":
+        return NAMED[name]()
     if not data:
         raise UltraPruneError("prune_importance=taylor scores channels on training data, and no data= was given; "
                               "add data=<the training data> or use prune_importance=l1")
     from ultra_prune.calibrate import taylor_scores
 
-    return taylor_scores(model, data, imgsz, batch, device=device)
+    return Taylor(taylor_scores(model, data, imgsz, batch, device=device))
 
 
 def prune(model, prune: float | None = None, prune_round: int | None = None, prune_min: int | None = None,
@@ -136,11 +134,11 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
           prune_importance: str | None = None, device=None, report_files: bool = True):
     """Prune ``model`` (a checkpoint path or an ultralytics model) and return ``(pruned_model, report)``.
 
-    ``prune`` is the share of prunable channels to remove (``prune_by='channels'``) or of GFLOPs at ``imgsz`` (by
-    default the checkpoint's training imgsz, else 640) (``'flops'``), least important first (``prune_importance``: by default first-order Taylor scores from ``data``
-    when given, else BN |gamma|). Without ``prune``, a checkpoint of a ``sparsity_target`` run is pruned as that
-    run recorded it (target, floors, ``imgsz``): exactly the channels it drove to zero are removed, with a warning
-    when they fall short of its target.
+    ``prune`` is the share of prunable channels to remove (``prune_by='channels'``) or of GFLOPs at ``imgsz``
+    (``'flops'``; by default the checkpoint's training imgsz, else 640), least important first
+    (``prune_importance``: by default first-order Taylor scores from ``data`` when given, else BN |gamma|). Without
+    ``prune``, a checkpoint of a ``sparsity_target`` run is pruned as that run recorded it (target, floors,
+    ``imgsz``): exactly the channels it drove to zero are removed, with a warning when they fall short of its target.
 
     A path input writes ``<stem>_pruned.pt`` beside it (or ``prune_out``), atomically and never over an existing
     file unless ``exist_ok``, and (``report_files``) ``<output stem>_report.txt`` / ``.json`` beside that. A module
@@ -154,9 +152,11 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     from ultra_prune.pruning import prune_model
     from ultra_prune.report import PruneReport
 
+    given = {"prune_by": prune_by, "prune_importance": prune_importance, "prune_round": prune_round,
+             "prune_min": prune_min, "imgsz": imgsz}
     if prune is not None or not isinstance(model, (str, Path)):
         check_prune_args(prune, prune_round, prune_min)
-    validate({"prune_by": prune_by, "prune_importance": prune_importance})
+    validate(given)
     source = Path(model) if isinstance(model, (str, Path)) else None
     ckpt = {}
     if source is not None:
@@ -169,31 +169,31 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     recorded = recorded_target(ckpt) if prune is None else None
     if prune is None and recorded is None:
         check_prune_args(prune)  # the one-line 'prune is missing' error
-    given = {"prune_by": prune_by, "prune_round": prune_round, "prune_min": prune_min}
-    prune_by, prune_round, prune_min = (v if v is not None else (recorded or EXTRA_DEFAULTS)[k] for k, v in given.items())
-    imgsz = int(imgsz or (ckpt.get("train_args") or {}).get("imgsz") or 640)  # the checkpoint's training imgsz
-    prefix = colorstr("ultra-prune:")
+    # the given settings, else a sparsity_target run's own (else only its imgsz), else the defaults
+    run = {k: v for k, v in (ckpt.get("train_args") or {}).items() if k in given and (recorded or k == "imgsz")}
+    cfg = PruneConfig.of(recorded[0].ratio if recorded else prune,
+                         {**run, **{k: v for k, v in given.items() if v is not None}})
     if recorded:  # the given values were checked above; the recorded ones come from a training run's args
+        check_prune_args(cfg.ratio, cfg.round_to, cfg.floor)
+    prefix = colorstr("ultra-prune:")
+    if recorded:
         from ultra_prune.target import SparsityTarget
 
-        prune = recorded["prune"]
-        check_prune_args(prune, prune_round, prune_min)
-        reached = SparsityTarget(prune, prune_by, int(prune_round), int(prune_min), imgsz).reached(model)
-        warn_short_of_target(source, recorded, reached)
+        reached = SparsityTarget(cfg.ratio, cfg.by, cfg.round_to, cfg.floor, cfg.imgsz).reached(model)
+        warn_short_of_target(source, cfg, recorded[1], reached)
         # exactly the zeroed channels: no share of live ones on top, whatever the counting says
-        pruned, info = prune_model(model, 0.0, int(prune_round), int(prune_min), prune_by, imgsz, take_dead=True,
-                                   importance="zeroed")
+        pruned, info = prune_model(model, 0.0, cfg.round_to, cfg.floor, cfg.by, cfg.imgsz, take_dead=True,
+                                   importance=Zeroed())
     else:
-        importance = importance_for(model, prune_importance, data, imgsz, batch, device)
-        pruned, info = prune_model(model, prune, int(prune_round), int(prune_min), prune_by, imgsz,
-                                   importance=importance)
+        importance = importance_for(model, cfg.importance, data, cfg.imgsz, batch, device)
+        pruned, info = prune_model(model, cfg.ratio, cfg.round_to, cfg.floor, cfg.by, cfg.imgsz, importance=importance)
     if not info["pruned"]:
         if not recorded:
             LOGGER.info(f"{prefix} nothing to prune: every prunable layer is already at its floor "
-                        f"(prune_min={prune_min}, prune_round={prune_round}); no file written. "
+                        f"(prune_min={cfg.floor}, prune_round={cfg.round_to}); no file written. "
                         "Lower prune_min= (or prune_round=) to prune further")
         return None, None
-    report = PruneReport.build(model, pruned, info, prune, int(prune_round), int(prune_min), imgsz, prune_by,
+    report = PruneReport.build(model, pruned, info, cfg.ratio, cfg.round_to, cfg.floor, cfg.imgsz, cfg.by,
                                info["prune_importance"])
     if out is not None:
         save_model(pruned, out, ckpt, exist_ok)
@@ -201,10 +201,10 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
         if source is not None:
             report.file_mb = (source.stat().st_size / 1e6, out.stat().st_size / 1e6)
             if data:
-                (metric, a), (_, b) = _accuracy(source, data, imgsz, batch), _accuracy(out, data, imgsz, batch)
+                (metric, a), (_, b) = (_accuracy(source, data, cfg.imgsz, batch), _accuracy(out, data, cfg.imgsz, batch))
                 report.metric, report.accuracy = metric, (a, b)
             if prune_onnx:
-                report.onnx_mb, report.onnx_parity = onnx_size_and_parity(source, out, imgsz)
+                report.onnx_mb, report.onnx_parity = onnx_size_and_parity(source, out, cfg.imgsz)
         if report_files:
             for suffix in (".txt", ".json"):
                 report.save(out.with_name(f"{out.stem}_report{suffix}"))

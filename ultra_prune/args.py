@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from ultra_prune.errors import UltraPruneError
+from ultra_prune.pruning import PRUNE_BY
+from ultra_prune.pruning.importance import NAMED
 
 # Every key ultra-prune adds to ultralytics' DEFAULT_CFG: its default and what it means (shown by `yolo cfg`).
 ARGS = {
@@ -29,9 +32,33 @@ EXTRA_DEFAULTS = {key: default for key, (default, _) in ARGS.items()}
 # but their default; without them (and without a pruned model) a run is ultralytics' own, untouched.
 SLIMMING_KEYS = ("sparsity", "sparsity_beta", "sparsity_target", "prune")
 SPARSITY_MODES = ("prox", "polar", "grad")
-PRUNE_BY = ("channels", "flops")
-PRUNE_IMPORTANCES = ("auto", "taylor", "l1", "relative")
+PRUNE_IMPORTANCES = ("auto", "taylor", *NAMED)
 DISTILL_LOSSES = ("auto", "logit", "feature")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """One pruning's (or one sparse-target run's) settings in the pruner's words, built from ultra-prune's keys in
+    one place (``of``): the share ``ratio`` of the budget ``by`` to remove, the importance's name, the rounding and
+    floor of kept counts, and the image size FLOPs and Taylor scores are counted at."""
+
+    ratio: float
+    by: str = "channels"
+    importance: str = "auto"
+    round_to: int = 8
+    floor: int = 8
+    imgsz: int = 640
+
+    @classmethod
+    def of(cls, ratio: float, args: dict) -> PruneConfig:
+        """From ``args`` (user arguments or a run's ``train_args``; a missing or None key takes its default)."""
+        def get(key):
+            return args[key] if args.get(key) is not None else EXTRA_DEFAULTS.get(key)
+
+        imgsz = args.get("imgsz") or 640
+        imgsz = max(imgsz) if isinstance(imgsz, (list, tuple)) else imgsz
+        return cls(float(ratio), get("prune_by"), get("prune_importance"), int(get("prune_round")),
+                   int(get("prune_min")), int(imgsz))
 
 
 def native_distillation() -> bool:

@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
     command, rest = argv[0], argv[1:]
     try:
-        import ultra_prune  # noqa: F401  (applies the patches)
+        import ultra_prune
+
+        ultra_prune.apply()
 
         kwargs = parse_args(rest)
         if command == "demo":
