@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from conftest import train_kwargs
+from ultra_prune.parts import STALL_EPOCHS, ManualSparsity
 from ultra_prune.sparsity import BNSparsity, gamma_stats
 from ultra_prune.trainer import SlimDetectionTrainer
 
@@ -33,7 +34,7 @@ def bare_trainer(net, scaler, mode="grad"):
     t.model, t.scaler, t.ema, t.epoch, t.device = net, scaler, None, 0, torch.device("cpu")
     t.optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: the step leaves weights, we read grads
     t.args = SimpleNamespace(sparsity_mode=mode)
-    t.sparsity, t.target = BNSparsity(LAM, decay=1.0, epochs=1), None
+    t.parts = [ManualSparsity(LAM, 0.0, 1.0, 1, mode)]
     return t
 
 
@@ -73,7 +74,8 @@ def test_naive_recipe_loses_the_term_under_amp():
     net = tiny_net()
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, enabled=True)
     t = bare_trainer(net, scaler)
-    t.sparsity.add_l1_grad = lambda model, epoch, scale=1.0: BNSparsity.add_l1_grad(t.sparsity, model, epoch, 1.0)
+    l1 = t.parts[0].l1
+    l1.add_l1_grad = lambda model, epoch, scale=1.0: BNSparsity.add_l1_grad(l1, model, epoch, 1.0)
     got = grads_seen_by_optimizer(t, loss_of(net))
     ref = tiny_net()
     loss_of(ref).backward()
@@ -175,24 +177,23 @@ def test_polarize_zeroes_below_mean_and_keeps_the_rest():
 def test_stall_warning_once_with_the_fix(now_mean, now_frac, warns):
     import logging
 
-    import ultra_prune.trainer as tr
+    from ultralytics.utils import LOGGER
 
     # each record as ultralytics' own handler prints it (its formatter may add the level prefix), formatted on a
     # copy before that handler sees it (the newer formatter edits the record it formats)
-    fmt = next((h.formatter for h in tr.LOGGER.handlers if h.formatter), logging.Formatter("%(message)s"))
+    fmt = next((h.formatter for h in LOGGER.handlers if h.formatter), logging.Formatter("%(message)s"))
     records, shown = [], []
     catch = logging.Handler(logging.WARNING)
     catch.emit = lambda r: (records.append(r), shown.append(fmt.format(logging.makeLogRecord(r.__dict__))))
-    tr.LOGGER.handlers.insert(0, catch)
+    LOGGER.handlers.insert(0, catch)
     try:
-        t = SlimDetectionTrainer.__new__(SlimDetectionTrainer)
-        t.sparsity, t.stall_warned, t.epoch = BNSparsity(1.0), False, tr.STALL_EPOCHS - 1
-        t.stats_first = {"sparsity/gamma<0.01": 0.0, "sparsity/gamma_mean": 1.0}
+        part = ManualSparsity(1.0, 0.0, 0.1, 10, "polar")
+        part.gamma.stats_first = {"sparsity/gamma<0.01": 0.0, "sparsity/gamma_mean": 1.0}
         now = {"sparsity/gamma<0.01": now_frac, "sparsity/gamma_mean": now_mean}
-        t.warn_if_stalled(now)
-        t.warn_if_stalled(now)
+        part.warn_if_stalled(STALL_EPOCHS - 1, now)
+        part.warn_if_stalled(STALL_EPOCHS - 1, now)
     finally:
-        tr.LOGGER.removeHandler(catch)
+        LOGGER.removeHandler(catch)
     assert len(records) == (1 if warns else 0)
     if warns:
         assert records[0].levelno == logging.WARNING
@@ -205,10 +206,8 @@ def test_proximal_step_skipped_with_the_amp_step(mode):
     """A fused optimizer is stepped by GradScaler even when it skips the step (inf gradients): gamma must not move."""
     net = tiny_net()
     t = bare_trainer(net, torch.amp.GradScaler("cpu", init_scale=2.0**16, enabled=True), mode)
-    t.sparsity = BNSparsity(LAM, decay=1.0, epochs=1)
-    t.sparsity.bind(net)
     t.optimizer = torch.optim.AdamW(net.parameters(), lr=0.1, fused=True)
-    t.optimizer.register_step_post_hook(t.proximal_hook)
+    t.parts[0].optimizer_built(t, t.optimizer, net)
     before = net[1].weight.detach().clone()
     loss = loss_of(net) * float("inf")
     t.scaler.scale(loss).backward()

@@ -21,10 +21,10 @@ from torch import nn
 
 import ultra_prune.pruning as pruning
 from conftest import PLAIN_CHECK, plain_ultralytics_env, train_kwargs
-from test_finetune import ddp_probe
-from test_blocks import calibrate, circular_padding, one_thread  # noqa: F401  (one_thread: an autouse fixture)
-from test_pruning import build, check_consistent, n_params, out_shapes, run, shipped
+from helpers import zero_share, base, build, calibrate, check_consistent, circular_padding, ddp_probe, n_params, out_shapes, run, shipped, tensors
 from ultra_prune.pruning import analyse, prune_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # task -> yamls: the v8 head and the yolo26 one (Segment26 / Pose26 / OBB26); classify: v8 and yolo11 (C2PSA)
 MODELS = {
@@ -52,11 +52,6 @@ def head_parts(model: nn.Module) -> dict[str, nn.Module]:
     if hasattr(head, "proto"):
         parts["proto.cv2"] = head.proto.cv2
     return parts
-
-
-@functools.lru_cache(maxsize=None)
-def base(yaml: str):
-    return build(yaml)
 
 
 def train_mode_shapes(model: nn.Module) -> dict:
@@ -118,7 +113,7 @@ def test_pruned_model_takes_a_new_class_count(yaml):
     stock classify trainer resizes its linear layer itself)."""
     from ultralytics.nn.tasks import ClassificationModel
 
-    from ultra_prune.trainer import reset_classes
+    from ultra_prune.architecture import reset_classes
 
     p, _ = prune_model(base(yaml), 0.5, 8, 8)
     nc = getattr(p.model[-1], "nc", None) or p.model[-1].linear.out_features
@@ -144,17 +139,6 @@ def all_outputs(model: nn.Module, train: bool) -> list[torch.Tensor]:
         return [t.double() for t in tensors(model(x))]
 
 
-def tensors(out) -> list[torch.Tensor]:
-    """Every tensor of a model output (nested tuples, lists, dicts), in order, except the head's inputs ('feats')."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for k, v in out.items() if k != "feats" for t in tensors(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in tensors(v)]
-    return []
-
-
 def max_rel_error(a_outs, b_outs) -> float:
     assert len(a_outs) == len(b_outs) > 0
     return max(((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item() for a, b in zip(a_outs, b_outs))
@@ -166,8 +150,7 @@ def zero_gamma_model(yaml: str):
 
 
 def zero_ratio(model) -> float:
-    spaces = [s for s in analyse(model).roots() if s.prunable]
-    frac = (torch.cat([s.importance() for s in spaces]) == 0).float().mean().item()
+    frac = zero_share(model)
     assert frac > 0.3
     return 0.9 * frac
 

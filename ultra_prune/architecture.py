@@ -1,0 +1,54 @@
+"""The model a slim run trains: a pruned checkpoint as itself (never rebuilt from its yaml), with fresh class convs
+when the data has another class count, or the stock model pruned first (one-shot ``prune=``). Knows torch and the
+pruning package; the trainer glue lives in ``ultra_prune.trainer``."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def reset_classes(model: nn.Module, nc: int) -> None:
+    """Give a detection-style model (detect, segment, pose, obb) ``nc`` classes: new, freshly initialised class
+    convs (and Proto26's semantic-segmentation conv); everything else kept."""
+    head = model.model[-1]
+    semantic = getattr(getattr(head, "proto", None), "semseg", None)
+    if semantic is not None:
+        semantic[-1] = nn.Conv2d(semantic[-1].in_channels, nc, 1)
+    for name in ("cv3", "one2one_cv3"):
+        for i, branch in enumerate(getattr(head, name, None) or []):
+            old = branch[-1]
+            new = nn.Conv2d(old.in_channels, nc, old.kernel_size, old.stride, bias=True)
+            s = float(head.stride[i]) if head.stride.numel() > i and float(head.stride[i]) > 0 else 8.0 * 2**i
+            nn.init.constant_(new.bias, torch.log(torch.tensor(5 / nc / (640 / s) ** 2)).item())
+            branch[-1] = new
+    head.nc, head.no = nc, nc + head.reg_max * 4
+    model.nc = nc
+    if isinstance(getattr(model, "yaml", None), dict):
+        model.yaml["nc"] = nc
+
+
+def trainable_copy(pruned: nn.Module) -> nn.Module:
+    """A float copy of ``pruned`` whose parameters all train (a saved checkpoint has them frozen and in fp16)."""
+    model = copy.deepcopy(pruned).float()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def prune_for_training(model: nn.Module, args, device, out=None, report_dir=None) -> nn.Module:
+    """One-shot ``prune=``: ``model`` pruned with the run's arguments (Taylor scores from its data by default),
+    saved to ``out`` and its report to ``report_dir`` when given (the main process); ``model`` when nothing can go."""
+    from ultra_prune.api import prune
+
+    pruned, report = prune(model, args.prune, args.prune_round, args.prune_min, prune_out=out, exist_ok=True,
+                           imgsz=args.imgsz, prune_by=args.prune_by, verbose=out is not None,
+                           prune_importance=args.prune_importance, data=args.data, device=device, report_files=False)
+    if pruned is None:
+        return model
+    if report_dir is not None:
+        report.save(report_dir / "prune_report.txt")
+        report.save(report_dir / "prune_report.json")
+    return pruned
