@@ -14,19 +14,11 @@ import torch
 from torch import nn
 
 from conftest import IMGSZ, train_kwargs
-from test_pruning import build
+from helpers import bn_total, build, n_zero_bn
 from ultra_prune.args import native_distillation, resolve_distill_loss, validate
 from ultra_prune.checkpoint import load_model, save_model
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.target import ZERO, SparsityTarget
-
-
-def n_zero_bn(model: nn.Module) -> int:
-    return sum(int((m.weight == 0).sum()) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-
-
-def bn_total(model: nn.Module) -> int:
-    return sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
 
 
 def read_csv(path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -12,17 +10,9 @@ import pytest
 import torch
 
 from conftest import plain_ultralytics_env, train_kwargs
+from helpers import ckpt_params, ddp_probe, n_params
 
 pytestmark = pytest.mark.slow
-
-
-def n_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def ckpt_params(path) -> int:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    return n_params(ck.get("ema") or ck["model"])
 
 
 def test_one_shot_prunes_saves_and_fine_tunes_the_pruned_model(one_shot, sparse_ckpt):
@@ -92,42 +82,6 @@ def test_fine_tuned_checkpoint_works_with_plain_ultralytics(tmp_path, one_shot, 
     assert r.returncode == 0, r.stderr[-3000:]
     in_module, n, exported = r.stdout.split()[-3:]
     assert in_module == "False" and int(n) == ckpt_params(best) and exported == "True"
-
-
-def ddp_probe(trainer_class, overrides: dict, tmp_path) -> tuple[str, str, int]:
-    """Generate the DDP worker file of a ``trainer_class(overrides=...)`` as ultralytics does and run it with the
-    training replaced by a probe (no launch): ``(trainer class name, target or lambda, model parameters)`` as the
-    worker sees them."""
-    from ultralytics.utils.dist import generate_ddp_file
-
-    trainer = trainer_class(overrides=overrides)
-    if hasattr(trainer, "get_dataset") and not getattr(trainer, "data", None):
-        trainer.data = trainer.get_dataset()
-    trainer.setup_model()  # what the launching process holds before spawning (>= 8.4.140 pickles it)
-    path = generate_ddp_file(trainer)
-    try:
-        src = open(path).read()
-        probe = (
-            "import torch; m = trainer.model if isinstance(trainer.model, torch.nn.Module) else "
-            "(setattr(trainer, 'data', getattr(trainer, 'data', None) or trainer.get_dataset()), trainer.setup_model(), "
-            "trainer.model)[-1]; print('PROBE', type(trainer).__name__, "
-            "trainer.target.target if trainer.target else trainer.sparsity.lam, "
-            "sum(p.numel() for p in m.parameters()))"
-        )
-        assert "trainer.train()" in src
-        worker = tmp_path / "worker.py"
-        # one expression, since older releases write ``results = trainer.train()``
-        worker.write_text(src.replace("trainer.train()", f"exec({probe!r}, {{'trainer': trainer}})"))
-        r = subprocess.run([sys.executable, str(worker)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"})
-        assert r.returncode == 0, r.stderr[-3000:]
-        found = re.search(r"PROBE (\w+) ([\d.e-]+) (\d+)", r.stdout)
-        assert found, r.stdout[-2000:]
-        return found.group(1), found.group(2), int(found.group(3))
-    finally:
-        for p in (path, os.path.splitext(path)[0] + ".pt"):
-            if os.path.exists(p):
-                os.remove(p)
 
 
 @pytest.mark.parametrize("sparse, printed", [({"sparsity": 0.01}, "0.01"), ({"sparsity_target": 0.5}, "0.5")])

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from conftest import PLAIN_CHECK, plain_ultralytics_env
+from helpers import n_params
 from ultra_prune.api import prune
 from ultra_prune.checkpoint import load_model, save_model
 from ultra_prune.errors import UltraPruneError
@@ -27,10 +28,6 @@ from ultra_prune.pruning import is_pruned, prune_model
 
 IMGSZ = 64
 NC = 4  # the classes of conftest's generated dataset
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def random_model(seed: int = 0):
