@@ -23,9 +23,9 @@ import math
 import torch
 from torch import nn
 
-from ultra_prune.pruning import analyse, flops_model
-from ultra_prune.pruning.importance import TaylorScores, layer_relative
-from ultra_prune.pruning.select import select_target
+from ultra_prune.pruning import analyse, budget_for
+from ultra_prune.pruning.importance import LayerRelative, Taylor, TaylorScores, Zeroed
+from ultra_prune.pruning.select import select
 
 OBSERVE = 0.1  # progress until which scores are only gathered; the first choice is made then
 FREEZE = 0.3  # progress after which the chosen channels no longer change
@@ -37,11 +37,6 @@ def envelope(p: float) -> float:
     """The chosen channels' scale at progress ``p``: 1 until OBSERVE, then a cosine down to 0 at ZERO and after."""
     x = min(max((p - OBSERVE) / (ZERO - OBSERVE), 0.0), 1.0)
     return 0.5 * (1 + math.cos(math.pi * x)) if x < 1 else 0.0
-
-
-def _dead(space) -> torch.Tensor:
-    """0 for channels whose every gamma in the group is under DEAD, else 1 (an importance for select_target)."""
-    return (space.importance() >= DEAD).float()
 
 
 class SparsityTarget:
@@ -66,12 +61,11 @@ class SparsityTarget:
         """Choose the channels to zero with the pruner's analysis and selection (zeroed ones stay chosen)."""
         graph = analyse(model)
         names = {m: n for n, m in model.named_modules()}
-        flops = flops_model(model, self.imgsz) if self.prune_by == "flops" else None
+        budget = budget_for(self.prune_by, self.target, model, self.imgsz)
         # Taylor scores once observed (loss changes, so they compare across layers), else |gamma| relative to the
         # layer's mean
-        importance = self.taylor.importance(model) if self.taylor else layer_relative
-        keep = select_target(graph.roots(), self.target, self.round_to, self.floor, flops=flops,
-                             importance=importance, take_dead=True)
+        importance = Taylor(self.taylor).bind(model) if self.taylor else LayerRelative()
+        keep = select(graph.roots(), budget, importance, self.round_to, self.floor, take_dead=True)
         self.taylor = TaylorScores()
         chosen: dict[str, list[torch.Tensor]] = {}
         for space, kept in keep.items():
@@ -114,12 +108,11 @@ class SparsityTarget:
 
     def reached(self, model: nn.Module) -> float:
         """The share of prunable channels (or of GFLOPs) that pruning ``model``'s zeroed channels removes."""
-        graph = analyse(model)
-        roots = graph.roots()
-        flops = flops_model(model, self.imgsz) if self.prune_by == "flops" else None
-        keep = select_target(roots, 0.0, self.round_to, self.floor, flops=flops, importance=_dead, take_dead=True)
-        if flops is not None:
-            return flops.removed() / flops.total
+        roots = analyse(model).roots()
+        budget = budget_for(self.prune_by, 0.0, model, self.imgsz)
+        keep = select(roots, budget, Zeroed(DEAD), self.round_to, self.floor, take_dead=True)
+        if self.prune_by == "flops":
+            return budget.cost.removed() / budget.cost.total
         prunable = sum(s.size for s in roots if s.prunable)
         return sum(s.size - len(k) for s, k in keep.items()) / max(prunable, 1)
 
