@@ -257,3 +257,43 @@ def test_target_run_resumes_and_still_reaches_the_target(tmp_path, data_yaml):
     YOLO(str(last)).train(resume=True)
     rows = read_csv(tmp_path / "r" / "results.csv")
     assert len(rows) == 5 and float(rows[-1]["sparsity/reached"]) >= 0.5
+
+
+@pytest.mark.slow
+def test_a_resumed_target_run_makes_the_choice_an_uninterrupted_run_makes(tmp_path, data_yaml):
+    """Interrupted after epoch 1 of 4 (the first choice made, the next one due at epoch 2's start, from scores
+    gathered since), then resumed: the scores, the choice and the envelope come back from last.pt, so the choice
+    at epoch 2 is the uninterrupted run's (same seed, deterministic)."""
+    import hashlib
+
+    from ultralytics import YOLO
+
+    def choice_at_epoch_2(model, seen, stop_after_first=False):
+        def record(trainer):
+            if trainer.epoch == 1 and 1 not in seen:
+                chosen = trainer.parts[0].target.chosen
+                seen[1] = hashlib.sha1(b"".join(k.encode() + chosen[k].numpy().tobytes() for k in sorted(chosen)))
+
+        def stop(trainer):
+            if stop_after_first and trainer.epoch == 0:
+                raise KeyboardInterrupt("simulated interruption")
+
+        model.add_callback("on_train_batch_start", record)
+        model.add_callback("on_fit_epoch_end", stop)
+
+    kw = dict(epochs=4, sparsity_target=0.5, seed=0, deterministic=True, nbs=8)  # a step per batch
+    full, resumed = {}, {}
+    model = YOLO("yolov8n.yaml")
+    choice_at_epoch_2(model, full)
+    model.train(data=str(data_yaml), **train_kwargs(tmp_path, "full", **kw))
+    model = YOLO("yolov8n.yaml")
+    choice_at_epoch_2(model, {}, stop_after_first=True)
+    with pytest.raises(KeyboardInterrupt):
+        model.train(data=str(data_yaml), **train_kwargs(tmp_path, "cut", **kw))
+    last = tmp_path / "cut" / "weights" / "last.pt"
+    state = getattr(torch.load(last, weights_only=False)["ema"], "ultra_prune_training")["TargetSchedule"]
+    assert state["chosen"] and state["taylor"] and 0 < state["scale"] < 1
+    model = YOLO(str(last))
+    choice_at_epoch_2(model, resumed)
+    model.train(resume=True)
+    assert resumed[1].hexdigest() == full[1].hexdigest()

@@ -12,6 +12,10 @@ import torch
 
 from ultra_prune.errors import UltraPruneError
 
+# An attribute the slim trainer puts on the EMA it saves (its parts' state, to resume exactly); never written into a
+# pruned checkpoint.
+TRAINING_STATE = "ultra_prune_training"
+
 
 def check_input(path) -> Path:
     """Raise UltraPruneError unless ``path`` is an existing, non-empty file."""
@@ -103,6 +107,8 @@ def save_model(model, path, ckpt: dict | None = None, exist_ok: bool = False) ->
 
     ckpt = {k: v for k, v in (ckpt or {}).items() if k in {"train_args", "train_metrics", "license", "docs"}}
     m = copy.deepcopy(model).half()
+    if hasattr(m, TRAINING_STATE):
+        delattr(m, TRAINING_STATE)
     for q in m.parameters():
         q.requires_grad_(False)
     ckpt.update(

@@ -15,6 +15,7 @@ from torch import nn
 from ultra_prune.args import PruneConfig
 from ultra_prune.logs import log
 from ultra_prune.sparsity import BNSparsity, gamma_values, stats_of
+from ultra_prune.pruning.importance import TaylorScores
 from ultra_prune.target import FREEZE, OBSERVE, ZERO, SparsityTarget, envelope
 
 STALL_EPOCHS = 3  # epochs after which manual sparse training that has not moved gets a warning
@@ -49,6 +50,13 @@ class Part:
         """After the optimizer step and the EMA update."""
 
     def epoch_end(self, trainer) -> None: ...
+
+    def state(self) -> dict | None:
+        """What this part needs to resume exactly as it would have gone on (saved with each checkpoint)."""
+        return None
+
+    def resume(self, trainer, state: dict) -> None:
+        """Take back what ``state`` saved, when a run resumes."""
 
     def keeps_best(self, trainer) -> bool:
         """Whether this epoch's model may become best.pt."""
@@ -209,6 +217,17 @@ class TargetSchedule(Part):
 
     def keeps_best(self, trainer):
         return self.target.zeroed()
+
+    def state(self):
+        """The scores gathered since the last choice, the choice and the envelope's value: a resumed run then
+        makes the choice an uninterrupted one makes."""
+        t = self.target
+        return {"taylor": {k: v.cpu() for k, v in t.taylor.items()}, "chosen": {k: v.cpu() for k, v in t.chosen.items()},
+                "scale": t.scale}
+
+    def resume(self, trainer, state):
+        self.target.taylor = TaylorScores(state["taylor"])
+        self.target.chosen, self.target.scale = dict(state["chosen"]), state["scale"]
 
     def metrics(self, trainer, model):
         reached = self.target.reached(model)

@@ -13,6 +13,7 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, colorstr
 
 from ultra_prune.architecture import prune_for_training, reset_classes, trainable_copy
 from ultra_prune.args import EXTRA_DEFAULTS, resolve_distill_loss, validate
+from ultra_prune.checkpoint import TRAINING_STATE
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
 from ultra_prune.parts import parts_for, unwrap
@@ -98,6 +99,29 @@ class SlimTrainer:
         self.run_parts("before_step", scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0)
         super().optimizer_step()
         self.run_parts("after_step")
+
+    def save_model(self):
+        """The stock checkpoints, with the parts' state on the saved EMA (``TRAINING_STATE``), so a resumed run
+        goes on as this one would have."""
+        states = {type(part).__name__: part.state() for part in self.parts}
+        ema = getattr(getattr(self, "ema", None), "ema", None)
+        if ema is None or not any(v is not None for v in states.values()):
+            return super().save_model()
+        setattr(ema, TRAINING_STATE, states)
+        try:
+            return super().save_model()
+        finally:
+            delattr(ema, TRAINING_STATE)
+
+    def resume_training(self, ckpt):
+        """The stock resume, then each part takes back the state its checkpoint carries."""
+        super().resume_training(ckpt)
+        if ckpt and getattr(self, "resume", False):
+            saved = ckpt.get("ema") or ckpt.get("model")
+            states = getattr(saved, TRAINING_STATE, None) or {}
+            for part in self.parts:
+                if states.get(type(part).__name__) is not None:
+                    part.resume(self, states[type(part).__name__])
 
     def validate(self):
         """The stock validation; best.pt is picked only among epochs every part keeps (with ``sparsity_target``:
