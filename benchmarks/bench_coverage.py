@@ -141,8 +141,9 @@ def summarise_intact(intact: list[str]) -> str:
 def measure(scales: str | None = None, families: list[str] | None = None, log=print) -> dict[str, dict]:
     """``{family: {"models": {name: coverage dict}, "min"/"max": share, "bn_min"/"bn_max": bn_share,
     "intact": [..]}}``."""
-    import ultra_prune  # noqa: F401  (the patches and the rules plugin)
+    import ultra_prune
 
+    ultra_prune.apply()  # the patches and the plugins' channel rules
     detect, _ = yamls(scales)
     out = {}
     for family, names in detect.items():

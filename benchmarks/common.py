@@ -10,7 +10,9 @@ import torch
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-import ultra_prune  # noqa: E402,F401  (applies the patches)
+import ultra_prune  # noqa: E402
+
+ultra_prune.apply()  # also where the start-up hook is off
 from ultra_prune.dataset import make_dataset, make_hard_dataset  # noqa: E402
 from ultra_prune.sparsity import gamma_stats  # noqa: E402
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import logging
 import math
 import os
 import statistics
@@ -41,7 +40,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import ultra_prune  # noqa: E402,F401  (applies the patches)
+import ultra_prune  # noqa: E402
+from ultra_prune.logs import quiet  # noqa: E402
+
+ultra_prune.apply()  # also where the start-up hook is off
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 MODES = ("grad", "prox", "polar")
@@ -81,19 +83,6 @@ def guarded(name: str, fn, *args) -> list[Row]:
         return fn(*args)
     except Exception as e:  # noqa: BLE001 - every failure is a row of the table
         return [Row(name, FAIL, one_line(e))]
-
-
-@contextlib.contextmanager
-def quiet():
-    """ultralytics' LOGGER at WARNING (no per-optimizer and per-export chatter in the table's way)."""
-    from ultralytics.utils import LOGGER
-
-    level = LOGGER.level
-    LOGGER.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        LOGGER.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import tempfile
 from pathlib import Path
 
 from ultra_prune.args import PruneConfig, validate
 from ultra_prune.errors import UltraPruneError
+from ultra_prune.logs import quiet
 from ultra_prune.pruning.importance import NAMED, Importance, Taylor, Zeroed
 
 
@@ -40,20 +39,6 @@ def _accuracy(weights, data, imgsz, batch) -> tuple[str, float]:
     return ("mAP50-95", float(metrics.box.map)) if hasattr(metrics, "box") else ("top-1", float(metrics.top1))
 
 
-@contextlib.contextmanager
-def quiet_logger():
-    """Silence ultralytics' LOGGER below warnings while the block runs (its exports and validations of temporary
-    files would log paths that are deleted right after)."""
-    from ultralytics.utils import LOGGER
-
-    level = LOGGER.level
-    LOGGER.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        LOGGER.setLevel(level)
-
-
 def onnx_size_and_parity(before, after, imgsz) -> tuple[tuple[float, float], float]:
     """Export both checkpoints to ONNX in a temporary folder; return (MB before, MB after) and the largest
     |onnxruntime - torch| difference of the pruned model's output on a random image (relative to its scale)."""
@@ -69,7 +54,7 @@ def onnx_size_and_parity(before, after, imgsz) -> tuple[tuple[float, float], flo
         for i, weights in enumerate((before, after)):
             local = Path(tmp) / f"m{i}.pt"
             shutil.copyfile(weights, local)
-            with quiet_logger():
+            with quiet():
                 onnx = YOLO(str(local)).export(format="onnx", imgsz=imgsz, verbose=False)
             sizes.append(Path(onnx).stat().st_size / 1e6)
         x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)

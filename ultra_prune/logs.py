@@ -1,5 +1,6 @@
 """Warnings and errors through ultralytics' LOGGER, in its look (``WARNING ⚠️ ...`` / ``ERROR ❌ ...``)."""
 
+import contextlib
 import logging
 import re
 
@@ -32,3 +33,16 @@ def log(level: str, message: str) -> None:
     if not _formatter_prefixes(LOGGER, levelno, prefix.split()[0]):
         message = f"{prefix} {message}"
     LOGGER.log(levelno, message)
+
+
+@contextlib.contextmanager
+def quiet():
+    """ultralytics' LOGGER at WARNING while the block runs (no export or validation chatter about temporary files)."""
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        LOGGER.setLevel(level)
