@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 import sys
 from pathlib import Path
 
@@ -86,7 +87,8 @@ def unknown_key_error(keys, valid) -> UltraPruneError:
 
 def one_line(error: SyntaxError) -> UltraPruneError | None:
     """Ultralytics' unknown-key SyntaxError (its message, then the whole CLI help) as one line; None for others."""
-    lines = [" ".join(line.split()) for line in str(error).splitlines() if "is not a valid YOLO argument" in line]
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # without the terminal colours of older releases
+    lines = [" ".join(line.split()) for line in text.splitlines() if "is not a valid YOLO argument" in line]
     return UltraPruneError(" ".join(lines) + " See 'yolo cfg' for every argument") if lines else None
 
 
@@ -163,11 +165,14 @@ def ultra_prune_patch(ultralytics):
     from ultralytics import cfg
 
     if hasattr(cfg, "MODES") and "prune" not in cfg.MODES:  # module global read at call time (>= 8.0.45)
-        before = str(list(cfg.MODES))
+        before = cfg.MODES
         cfg.MODES = type(cfg.MODES)([*cfg.MODES, "prune"])
         help_msg = getattr(cfg, "CLI_HELP_MSG", None)
         if isinstance(help_msg, str) and "yolo prune" not in help_msg:  # `yolo help` reads it at call time
-            help_msg = help_msg.replace(before, str(list(cfg.MODES)), 1)
+            for shown in (str(list(before)), str(before)):  # the modes as the message lists them (8.4: a list)
+                if shown in help_msg:
+                    help_msg = help_msg.replace(shown, str(list(cfg.MODES) if shown.startswith("[") else cfg.MODES), 1)
+                    break
             at = help_msg.find("    Docs:")
             cfg.CLI_HELP_MSG = help_msg[:at] + HELP_EXAMPLE + help_msg[at:] if at >= 0 else help_msg + HELP_EXAMPLE
     if not is_ours(cfg.entrypoint):

@@ -71,7 +71,7 @@ class FakeModel(SimpleNamespace):
     ({"epochs": 3, "prune_round": 16, "prune_by": "flops"}, {}, False, False),  # options of a mode not in use
     ({"distill_model": "t.pt"}, {}, False, not native_distillation()),
     ({"distill_model": "t.pt", "distill_loss": "logit"}, {}, False, True),
-    ({"distill_model": "t.pt", "distill_loss": "feature"}, {}, False, False),
+    ({"distill_model": "t.pt", "distill_loss": "feature"}, {}, False, not native_distillation()),  # else refused
     ({"sparsity": 1e-3}, {}, False, True),
     ({"sparsity_target": 0.5}, {}, False, True),
     ({"prune": 0.5}, {}, False, True),
