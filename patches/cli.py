@@ -120,6 +120,15 @@ def prune_command(overrides: dict, words: list[str]) -> None:
     LOGGER.info(f"💡 Learn more in {docs()}")
 
 
+def unreadable_checkpoint(model) -> None:
+    """After a failed command: raise the one-line UltraPruneError for its ``model=`` checkpoint if that file cannot
+    be read (truncated, corrupted, empty); return when it can (the failure is something else)."""
+    from ultra_prune.checkpoint import load_model
+
+    if isinstance(model, str) and model.endswith((".pt", ".pth")) and Path(model).exists():
+        load_model(model)
+
+
 def print_cfg_keys() -> None:
     """After the stock ``yolo cfg``: ultra-prune's keys, their defaults and what they mean, in the same yaml look."""
     from ultralytics.utils import LOGGER
@@ -150,6 +159,9 @@ def wrap_entrypoint(entrypoint):
                 result = entrypoint(debug, *args, **kwargs)
             except SyntaxError as e:
                 raise one_line(e) or e from None
+            except Exception:  # noqa: BLE001 - re-raised unless the checkpoint it was given is what broke
+                unreadable_checkpoint(overrides.get("model"))
+                raise
             if mode is None and words and words[0] == "cfg" and not overrides:
                 print_cfg_keys()
             return result

@@ -204,12 +204,8 @@ def test_prune_killed_while_saving_leaves_no_output(face, ws, tmp_path):
 
 FULL_DISK = r"could not write 'det_pruned\.pt' \(OSError: \[Errno 28\] No space left on device.*\); any file already " \
             r"there is left untouched; free some space or choose another prune_out="
-REPORT_BUG = ("a full disk while writing the report (after det_pruned.pt is in place) is a raw OSError (yolo prune: a "
-              "traceback, exit 1): report.save / api.prune do not turn it into an UltraPruneError")
 
-
-@pytest.mark.parametrize("where", ["checkpoint", pytest.param("report", marks=pytest.mark.xfail(strict=True,
-                                                                                               reason=REPORT_BUG))])
+@pytest.mark.parametrize("where", ["checkpoint", "report"])
 def test_full_disk_yolo_prune_is_one_line(where, ws, tmp_path):
     """``yolo prune`` on a full disk: exit 2, one ``ERROR`` line naming the file, no traceback, det.pt untouched and no
     partial file (no temp file; a report that could not be written is absent)."""
@@ -231,8 +227,7 @@ def test_full_disk_yolo_prune_is_one_line(where, ws, tmp_path):
             assert ds.load_model(ws / "det_pruned.pt") is not None
 
 
-@pytest.mark.parametrize("where", ["checkpoint", pytest.param("report", marks=pytest.mark.xfail(strict=True,
-                                                                                               reason=REPORT_BUG))])
+@pytest.mark.parametrize("where", ["checkpoint", "report"])
 def test_full_disk_model_prune_is_one_line(where, ws, monkeypatch):
     """``YOLO(...).prune()`` on a full disk: one-line UltraPruneError, no partial file, the model object unchanged."""
     from ultralytics import YOLO
@@ -271,11 +266,7 @@ def assert_one_line_exit_2(r, name: str) -> None:
     assert len(errors) == 1 and name in errors[0], text[-3000:]
 
 
-TRAIN_BUG = ("yolo train with a truncated/corrupt checkpoint (model=... or resume) ends in ultralytics' TypeError "
-             "traceback from torch_safe_load, exit 1: the patched entrypoint does not check model= before training")
 
-
-@pytest.mark.xfail(strict=True, reason=TRAIN_BUG)
 def test_yolo_train_on_a_truncated_pruned_checkpoint(ws, tmp_path, data_yaml):
     from ultra_prune.api import prune
 
@@ -290,7 +281,6 @@ def test_yolo_train_on_a_truncated_pruned_checkpoint(ws, tmp_path, data_yaml):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=TRAIN_BUG)
 def test_yolo_resume_of_a_run_whose_last_pt_is_truncated(uninterrupted, ws, tmp_path):
     run = ws / "run"
     shutil.copytree(uninterrupted[0], run)

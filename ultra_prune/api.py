@@ -192,7 +192,12 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
                 report.onnx_mb, report.onnx_parity = onnx_size_and_parity(source, out, cfg.imgsz)
         if report_files:
             for suffix in (".txt", ".json"):
-                report.save(out.with_name(f"{out.stem}_report{suffix}"))
+                report_path = out.with_name(f"{out.stem}_report{suffix}")
+                try:
+                    report.save(report_path)
+                except OSError as e:  # disk full, quota, permissions
+                    raise UltraPruneError(f"wrote '{out}' but not its report '{report_path}' ({e.strerror or e}); "
+                                          "free some space, then prune again with exist_ok=True") from None
     if verbose:
         LOGGER.info(f"{prefix} pruned {info['removed_channels']}/{info['prunable_channels']} channels\n{report.text()}")
         if out is not None:

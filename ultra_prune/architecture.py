@@ -43,6 +43,9 @@ def prune_for_training(model: nn.Module, args, device, out=None, report_dir=None
     saved to ``out`` and its report to ``report_dir`` when given (the main process); ``model`` when nothing can go."""
     from ultra_prune.api import prune
 
+    if torch.distributed.is_available() and torch.distributed.is_initialized():  # DDP: every rank scores rank 0's
+        for tensor in model.state_dict().values():  # weights (a yaml model is initialised per rank)
+            torch.distributed.broadcast(tensor, 0)
     pruned, report = prune(model, args.prune, args.prune_round, args.prune_min, prune_out=out, exist_ok=True,
                            imgsz=args.imgsz, prune_by=args.prune_by, verbose=out is not None,
                            prune_importance=args.prune_importance, data=args.data, device=device, report_files=False)

@@ -21,9 +21,28 @@ from ultra_prune.pruning import is_pruned
 
 PREFIX = colorstr("ultra-prune:")
 SPARSITY_PREFIX = "sparsity/"  # the results.csv / logger keys of the parts' statistics
-# ultralytics callbacks -> the part hooks they run
-CALLBACKS = {"on_train_epoch_start": "epoch_start", "on_train_batch_start": "batch_start",
-             "on_train_epoch_end": "epoch_end"}
+
+
+def _run_parts(trainer, hook: str) -> None:
+    if isinstance(trainer, SlimTrainer):  # a Model's callbacks outlive its run: a later stock run may call them
+        trainer.run_parts(hook)
+
+
+def _epoch_start(trainer):
+    _run_parts(trainer, "epoch_start")
+
+
+def _batch_start(trainer):
+    _run_parts(trainer, "batch_start")
+
+
+def _epoch_end(trainer):
+    _run_parts(trainer, "epoch_end")
+
+
+# ultralytics callbacks -> what runs the parts' hooks: module functions, so a trainer that receives callbacks already
+# holding them (a DDP worker: 8.4.140+ pickles the parent's; a Model trained again) adds none twice
+CALLBACKS = {"on_train_epoch_start": _epoch_start, "on_train_batch_start": _batch_start, "on_train_epoch_end": _epoch_end}
 
 
 class SlimTrainer:
@@ -38,7 +57,8 @@ class SlimTrainer:
         apply()  # DDP workers import only this module
         if isinstance(cfg, dict):  # DDP temp files pass a copy of DEFAULT_CFG_DICT taken before any patch
             cfg = {**EXTRA_DEFAULTS, **cfg}
-        validate(overrides or {})
+        # a resume's own path: a DDP worker of a resumed prune= run gets prune= from the checkpoint along with it
+        validate({k: v for k, v in (overrides or {}).items() if k != "resume"})
         super().__init__(cfg, overrides, _callbacks)
         validate({k: v for k, v in vars(self.args).items() if k != "resume"})
         a = self.args
@@ -49,9 +69,9 @@ class SlimTrainer:
                 "(ultralytics' own distillation, 8.4.80+) or drop distill_model="
             )
         self.parts = parts_for(a)
-        for event, hook in CALLBACKS.items():
-            if self.parts:
-                self.add_callback(event, lambda trainer, hook=hook: trainer.run_parts(hook))
+        for event, callback in CALLBACKS.items():
+            if self.parts and callback not in self.callbacks.get(event, []):
+                self.add_callback(event, callback)
 
     def run_parts(self, hook: str, *args) -> None:
         """Call ``hook`` of every part with this trainer."""
