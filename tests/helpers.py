@@ -1,4 +1,5 @@
-"""Helpers the test modules share: models built from yaml with random BatchNorms, output comparisons, the DDP probe.
+"""Helpers the test modules share: models built from yaml with random BatchNorms, output comparisons, the DDP probe,
+file-tree snapshots.
 
 No training and no downloads here.
 """
@@ -7,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import re
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,3 +230,18 @@ def check_rounding(orig: nn.Module, info: dict, ratio: float, round_to: int, mos
             groups[s.tie_root()] = groups.get(s.tie_root(), 0) + 1
     goal = ratio * info["prunable_channels"]
     assert min(goal, most) <= info["removed_channels"] < goal + round_to * max(groups.values())
+
+
+def snapshot(*roots) -> dict:
+    """Every path under ``roots``: folders by type, files by size, mtime and sha256."""
+    out = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for n in dirnames + filenames:
+                p = Path(dirpath, n)
+                st = p.lstat()
+                if stat.S_ISREG(st.st_mode):
+                    out[str(p)] = ("file", st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+                else:
+                    out[str(p)] = (stat.S_IFMT(st.st_mode),)
+    return out

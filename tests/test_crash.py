@@ -15,17 +15,15 @@ covers the ``yolo prune`` and ``YOLO(...).prune()`` paths killed for real, a ful
 from __future__ import annotations
 
 import csv
-import hashlib
-import os
 import re
 import shutil
-import stat
 import sys
 from pathlib import Path
 
 import ddp_support as ds
 import pytest
 import torch
+from helpers import snapshot
 from conftest import IMGSZ, train_kwargs
 
 from ultra_prune.target import FREEZE, OBSERVE, ZERO
@@ -37,17 +35,6 @@ TIMEOUT = 240  # seconds for any one subprocess
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------------
-def snapshot(*roots) -> dict:
-    """Every path under ``roots``: folders by type, files by size and sha256."""
-    out = {}
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for n in dirnames + filenames:
-                p = Path(dirpath, n)
-                st = p.lstat()
-                out[str(p)] = (("file", st.st_size, hashlib.sha256(p.read_bytes()).hexdigest())
-                               if stat.S_ISREG(st.st_mode) else (stat.S_IFMT(st.st_mode),))
-    return out
 
 
 def read_csv(path) -> list[dict]:
@@ -264,7 +251,6 @@ def assert_one_line_exit_2(r, name: str) -> None:
     assert r.returncode == 2, text[-3000:]
     errors = [ln for ln in text.splitlines() if "ERROR" in ln]
     assert len(errors) == 1 and name in errors[0], text[-3000:]
-
 
 
 def test_yolo_train_on_a_truncated_pruned_checkpoint(ws, tmp_path, data_yaml):

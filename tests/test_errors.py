@@ -10,18 +10,17 @@ Faces: ``api`` = ``ultra_prune.api.prune``; ``model`` = ``YOLO(x).prune`` / ``YO
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import snapshot
 import torch
 from torch import nn
 
@@ -34,19 +33,6 @@ PY = sys.executable
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
-def snapshot(*roots) -> dict:
-    """Every path under ``roots``: folders by type, files by size, mtime and sha256."""
-    out = {}
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for n in dirnames + filenames:
-                p = Path(dirpath, n)
-                st = p.lstat()
-                if stat.S_ISREG(st.st_mode):
-                    out[str(p)] = ("file", st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-                else:
-                    out[str(p)] = (stat.S_IFMT(st.st_mode),)
-    return out
 
 
 def one_line(msg: str, pattern: str) -> None:
