@@ -236,9 +236,6 @@ def test_one_shot_prune_gives_both_ranks_the_same_architecture(one_shot):
     assert one_shot.killed["epoch"] == 0 and one_shot.killed["arch"] == arch
 
 
-@pytest.mark.xfail(strict=True, reason="under DDP the launching process prunes and writes weights/pruned.pt and "
-                                       "prune_report.*, then ultralytics' generate_ddp_command deletes the run folder "
-                                       "(shutil.rmtree(save_dir)) before starting the workers")
 def test_one_shot_prune_keeps_pruned_pt_and_report_under_ddp(one_shot):
     """As in a single-process run (tests/test_finetune.py): the run folder holds weights/pruned.pt and the report."""
     assert (one_shot.dir / "weights" / "pruned.pt").is_file()

@@ -38,20 +38,29 @@ def trainable_copy(pruned: nn.Module) -> nn.Module:
     return model
 
 
-def prune_for_training(model: nn.Module, args, device, out=None, report_dir=None) -> nn.Module:
-    """One-shot ``prune=``: ``model`` pruned with the run's arguments (Taylor scores from its data by default),
-    saved to ``out`` and its report to ``report_dir`` when given (the main process); ``model`` when nothing can go."""
+def prune_for_training(model: nn.Module, args, device, verbose: bool = True):
+    """One-shot ``prune=``: ``(pruned model, report)`` of ``model`` pruned with the run's arguments (Taylor scores
+    from its data by default), or ``(model, None)`` when nothing can go. Under DDP every rank scores rank 0's
+    weights (a yaml model is initialised per rank), so all prune alike."""
     from ultra_prune.api import prune
 
-    if torch.distributed.is_available() and torch.distributed.is_initialized():  # DDP: every rank scores rank 0's
-        for tensor in model.state_dict().values():  # weights (a yaml model is initialised per rank)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for tensor in model.state_dict().values():
             torch.distributed.broadcast(tensor, 0)
-    pruned, report = prune(model, args.prune, args.prune_round, args.prune_min, prune_out=out, exist_ok=True,
-                           imgsz=args.imgsz, prune_by=args.prune_by, verbose=out is not None,
-                           prune_importance=args.prune_importance, data=args.data, device=device, report_files=False)
-    if pruned is None:
-        return model
-    if report_dir is not None:
-        report.save(report_dir / "prune_report.txt")
-        report.save(report_dir / "prune_report.json")
-    return pruned
+    pruned, report = prune(model, args.prune, args.prune_round, args.prune_min, imgsz=args.imgsz,
+                           prune_by=args.prune_by, verbose=verbose, prune_importance=args.prune_importance,
+                           data=args.data, device=device, report_files=False)
+    return (model, None) if pruned is None else (pruned, report)
+
+
+def write_pruned(pruned: nn.Module, report, trainer) -> None:
+    """Save the one-shot prune's model as ``weights/pruned.pt`` and its report as ``prune_report.txt``/``.json`` in
+    ``trainer``'s run folder (a callback, so a DDP worker can run it after the launch cleared that folder)."""
+    from ultralytics.utils import RANK
+
+    from ultra_prune.checkpoint import save_model
+
+    if RANK in {-1, 0}:
+        report.output = str(save_model(pruned, trainer.wdir / "pruned.pt", exist_ok=True))
+        report.save(trainer.save_dir / "prune_report.txt")
+        report.save(trainer.save_dir / "prune_report.json")

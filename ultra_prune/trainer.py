@@ -8,10 +8,12 @@ is also the plugin that hands the trainers to ``Model.train``.
 
 from __future__ import annotations
 
+import functools
+
 from ultralytics.models import yolo
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, colorstr
 
-from ultra_prune.architecture import prune_for_training, reset_classes, trainable_copy
+from ultra_prune.architecture import prune_for_training, reset_classes, trainable_copy, write_pruned
 from ultra_prune.args import EXTRA_DEFAULTS, resolve_distill_loss, validate
 from ultra_prune.checkpoint import TRAINING_STATE
 from ultra_prune.errors import UltraPruneError
@@ -93,9 +95,13 @@ class SlimTrainer:
         else:
             model = super().get_model(cfg=cfg, weights=weights, verbose=verbose)
         if self.args.prune and not self.args.resume:
-            main = RANK in {-1, 0}
-            model = prune_for_training(model, self.args, self.device, self.wdir / "pruned.pt" if main else None,
-                                       self.save_dir if main else None)
+            model, report = prune_for_training(model, self.args, self.device, verbose=RANK in {-1, 0})
+            if report is not None:
+                write = functools.partial(write_pruned, model, report)
+                if RANK == -1 and getattr(self, "ddp", False):  # the DDP launch clears the run folder first: the
+                    self.add_callback("on_pretrain_routine_start", write)  # workers get this callback (8.4.140+)
+                else:
+                    write(self)
         return model
 
     def _setup_train(self, *args, **kwargs):
