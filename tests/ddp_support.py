@@ -230,7 +230,8 @@ def patch_logging() -> None:
         if event == "on_train_epoch_end":  # every rank: are the ranks' weights still the same?
             log("epoch_end", epoch=self.epoch, **bn_digests(_unwrap(self.model)))
         if event == "on_train_start":
-            log("train_start", epoch=self.start_epoch, world_size=self.world_size, device=str(self.device),
+            log("train_start", epoch=self.start_epoch, world_size=getattr(self, "world_size", None),  # 8.2: no attr
+                device=str(self.device),
                 ddp=type(self.model).__name__, **model_digests(_unwrap(self.model)))
         run_callbacks(self, event)
 
