@@ -67,15 +67,15 @@ def onnx_size_and_parity(before, after, imgsz) -> tuple[tuple[float, float], flo
     return (sizes[0], sizes[1]), float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
 
 
-def recorded_target(ckpt: dict) -> tuple[PruneConfig, float] | None:
-    """The ``sparsity_target`` run a checkpoint comes from, as its ``PruneConfig`` (target, counting, floors, imgsz)
-    and how far the run had got (1.0 for a finished run's checkpoint); None if it is not from such a run."""
+def recorded_target(ckpt: dict) -> tuple[float, float] | None:
+    """``(sparsity_target, progress)`` of the run a checkpoint comes from: its target and how far the run had got
+    (1.0 for a finished run's checkpoint); None if it is not from a ``sparsity_target`` run."""
     args = ckpt.get("train_args") or {}
     if not args.get("sparsity_target"):
         return None
     epoch, epochs = ckpt.get("epoch", -1), args.get("epochs") or 1
     progress = 1.0 if epoch is None or epoch < 0 else min((epoch + 1) / epochs, 1.0)
-    return PruneConfig.of(args["sparsity_target"], args), progress
+    return args["sparsity_target"], progress
 
 
 def warn_short_of_target(source, target: PruneConfig, progress: float, reached: float) -> None:
@@ -156,7 +156,7 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
         check_prune_args(prune)  # the one-line 'prune is missing' error
     # the given settings, else a sparsity_target run's own (else only its imgsz), else the defaults
     run = {k: v for k, v in (ckpt.get("train_args") or {}).items() if k in given and (recorded or k == "imgsz")}
-    cfg = PruneConfig.of(recorded[0].ratio if recorded else prune,
+    cfg = PruneConfig.of(recorded[0] if recorded else prune,
                          {**run, **{k: v for k, v in given.items() if v is not None}})
     if recorded:  # the given values were checked above; the recorded ones come from a training run's args
         check_prune_args(cfg.ratio, cfg.round_to, cfg.floor)
