@@ -19,7 +19,7 @@ from ultra_prune.pruning.graph import ChannelGraph
 from ultra_prune.pruning.importance import Importance, Magnitude
 from ultra_prune.pruning.probe import forward_zeros, input_channels
 from ultra_prune.pruning.rules import rule_for
-from ultra_prune.pruning.select import Budget, Channels, Flops, select
+from ultra_prune.pruning.select import Budget, Channels, Flops, Latency, select
 from ultra_prune.pruning.surgery import compensate, slice_channels
 
 MARKER = "ultra_prune"  # attribute on the pruned model, a plain dict
@@ -91,28 +91,34 @@ def flops_model(model: nn.Module, imgsz: int) -> FlopsModel:
     return FlopsModel(model, imgsz, reference_flops(model, imgsz))
 
 
-PRUNE_BY = ("channels", "flops")  # the budgets by name: what a share of the model means
+PRUNE_BY = ("channels", "flops", "latency")  # the budgets by name: what a share of the model means
 
 
-def budget_for(prune_by: str, ratio: float, model: nn.Module, imgsz: int = 640) -> Budget:
-    """The budget ``ratio`` of ``model`` means under ``prune_by``: of its prunable channels, or of its FLOPs at
-    ``imgsz`` as ultralytics counts them."""
+def budget_for(prune_by: str, ratio: float, model: nn.Module, imgsz: int = 640, latency=None) -> Budget:
+    """The budget ``ratio`` of ``model`` means under ``prune_by``: of its prunable channels, of its FLOPs at
+    ``imgsz`` as ultralytics counts them, or of its latency at ``imgsz`` as ``latency`` (a function of the model
+    and imgsz returning its ``cost.LatencyModel``, e.g. ``ultra_prune.latency.LatencyTable.model``) predicts it."""
     if prune_by == "flops":
         return Flops(ratio, flops_model(model, imgsz))
     if prune_by == "channels":
         return Channels(ratio)
+    if prune_by == "latency":
+        if latency is None:
+            raise ValueError("prune_by='latency' needs latency= (the model's measured latency table)")
+        return Latency(ratio, latency(model, imgsz))
     raise ValueError(f"prune_by={prune_by!r} is not one of {PRUNE_BY}")
 
 
 def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 8, prune_by: str = "channels",
-                imgsz: int = 640, take_dead: bool = False, importance: Importance | None = None):
+                imgsz: int = 640, take_dead: bool = False, importance: Importance | None = None, latency=None):
     """Return ``(pruned, info)``: a pruned deep copy of ``model`` and a dict describing what changed.
 
-    At least ``ratio`` of the budget ``prune_by`` names (``budget_for``: prunable channels, or GFLOPs at ``imgsz``)
+    At least ``ratio`` of the budget ``prune_by`` names (``budget_for``: prunable channels, GFLOPs or latency at ``imgsz``)
     is removed, lowest ``importance`` first (default ``Magnitude``: BN |gamma|), in ``select``'s steps: kept counts
     are multiples of ``round_to`` and at least ``floor``. ``take_dead``: every channel whose whole group has gamma
     exactly 0 goes too (a sparse-target checkpoint). ``info["pruned"]`` is False when nothing could be removed
-    (every space at its floor); ``pruned`` is then an unchanged copy.
+    (every space at its floor); ``pruned`` is then an unchanged copy. ``prune_by='latency'`` needs ``latency``
+    (see ``budget_for``); ``info["latency_ms"]`` is then the predicted (before, after).
     """
     check_prunable(model)
     importance = importance or Magnitude()
@@ -120,7 +126,8 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
     _, before = channel_widths(model)
     graph = analyse(model)
     roots = graph.roots()
-    keep = select(roots, budget_for(prune_by, ratio, model, imgsz), importance.bind(model), round_to, floor, take_dead)
+    budget = budget_for(prune_by, ratio, model, imgsz, latency)
+    keep = select(roots, budget, importance.bind(model), round_to, floor, take_dead)
     prunable = sum(s.size for s in roots if s.prunable)
     removed = sum(s.size - len(k) for s, k in keep.items())
     if keep:
@@ -144,4 +151,6 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
         "left_intact": sorted(set(graph.intact)),
         "prune_importance": importance.name,
     }
+    if isinstance(budget, Latency):
+        info["latency_ms"] = (budget.cost.total, budget.cost.latency())
     return model, info

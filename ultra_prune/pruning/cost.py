@@ -1,15 +1,19 @@
-"""FLOPs of a model as its channel widths change, counted the way ultralytics' ``get_flops`` (thop) counts them.
+"""What a model costs as its channel widths change: FLOPs (counted the way ultralytics' ``get_flops``/thop counts
+them) or latency (from a table of per-layer times measured on a runtime).
 
-Convolutions cost ``2 * out_elements * (in_channels / groups * k_h * k_w)`` (a Linear layer is a 1x1 conv on one
-pixel) and affine BatchNorms
-``2 * 4 * elements`` (thop's operation counts times ultralytics' factor 2). Both scale with the widths the pruner changes, so a
-pruning plan's GFLOPs are known without slicing the model. Other layers (heads' decoding, attention) are a
-constant: the difference to one real count, when given.
+Both follow the widths of every convolution the pruner changes (``WidthCount.remove``), so a pruning plan's cost
+is known without slicing the model. FLOPs: a convolution costs ``2 * out_elements * (in_channels / groups * k_h *
+k_w)`` (a Linear layer is a 1x1 conv on one pixel) and its affine BatchNorm ``2 * 4 * elements`` (thop's operation
+counts times ultralytics' factor 2); other layers (heads' decoding, attention) are a constant, the difference to
+one real count when given. Latency: each convolution's time at its current widths from a ``LayerTimes`` table,
+scaled by ``alpha``, plus a constant ``beta`` for everything else (both fitted to whole-model timings).
 
 Knows torch only.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -17,32 +21,84 @@ from torch import nn
 from ultra_prune.pruning.probe import forward_zeros
 
 
-class FlopsModel:
+class WidthCount:
+    """The in/out widths and groups of every conv (and Linear) an inference pass runs; subclasses price one conv
+    (``conv_cost``). ``remove`` updates the widths as channels go and returns the cost saved."""
+
+    def __init__(self, model: nn.Module, imgsz: int = 640):
+        self.area: dict[nn.Module, int] = {}  # output pixels of each conv (rows of each Linear)
+        self.shape_in: dict[nn.Module, tuple] = {}  # input (height, width) of each conv
+        self.bn_of: dict[nn.Conv2d, nn.BatchNorm2d] = {}
+        self.act_of: dict[nn.Conv2d, bool] = {}  # whether an activation follows the conv (its Conv block's act)
+
+        def hook(mod, x, y):
+            self.area[mod] = y[0].numel() // y.shape[1]
+            self.shape_in[mod] = tuple(x[0].shape[2:])
+
+        hooks = {}
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                hooks[m] = hook
+            conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                self.bn_of[conv] = bn
+                self.act_of[conv] = not isinstance(getattr(m, "act", None), (nn.Identity, type(None)))
+        stride = max(int(getattr(model, "stride", torch.tensor([32])).max()), 32)
+        self.size = max(stride, int(imgsz) // stride * stride)
+        forward_zeros(model, self.size, hooks)
+        self.cin = {c: getattr(c, "in_channels", getattr(c, "in_features", 0)) for c in self.area}
+        self.cout = {c: getattr(c, "out_channels", getattr(c, "out_features", 0)) for c in self.area}
+        self.groups = {c: getattr(c, "groups", 1) for c in self.area}
+
+    def conv_cost(self, c: nn.Module) -> float:
+        raise NotImplementedError
+
+    def cost(self) -> float:
+        """The summed cost of every conv at the current widths."""
+        return sum(self.conv_cost(c) for c in self.area)
+
+    def _touched(self, space) -> tuple[set, list]:
+        counted = self.area.keys()
+        touched = {m.conv for m, _ in space.producers + space.depthwise} | {c.conv for c in space.consumers}
+        changes = [(m.conv, "cout") for m, _ in space.producers + space.depthwise]
+        changes += [(m.conv, k) for m, _ in space.depthwise for k in ("cin", "groups")]
+        changes += [(c.conv, "cin") for c in space.consumers]
+        return touched & counted, [(c, k) for c, k in changes if c in counted]
+
+    def remove(self, space, n: int) -> float:
+        """Remove ``n`` channels of ``space`` (a ``graph.Space``) from the width counts; return the cost saved.
+        Convs an inference pass never runs (training-only branches: Pose26's sigmas, Proto26's semantic head) cost
+        nothing here, as in ultralytics' count."""
+        touched, changes = self._touched(space)
+        before = sum(self.conv_cost(c) for c in touched)
+        for c, key in changes:
+            getattr(self, key)[c] -= n
+        return before - sum(self.conv_cost(c) for c in touched)
+
+    def saving(self, space, n: int) -> float:
+        """What ``remove(space, n)`` would save, leaving the widths as they are."""
+        touched, changes = self._touched(space)
+        before = sum(self.conv_cost(c) for c in touched)
+        for c, key in changes:
+            getattr(self, key)[c] -= n
+        after = sum(self.conv_cost(c) for c in touched)
+        for c, key in changes:
+            getattr(self, key)[c] += n
+        return before - after
+
+
+class FlopsModel(WidthCount):
     """Per-conv FLOPs at ``imgsz`` for the current in/out widths; ``remove`` updates them as channels go."""
 
     def __init__(self, model: nn.Module, imgsz: int = 640, total: float | None = None):
         """``total``: the model's FLOPs by the reference counter (e.g. ultralytics' ``get_flops`` x 1e9); what
         the per-conv count misses of it is kept as a constant."""
-        self.area: dict[nn.Module, int] = {}  # output pixels of each conv (rows of each Linear)
-        self.bn_of: dict[nn.Conv2d, nn.BatchNorm2d] = {}
-        hooks = {}
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                hooks[m] = lambda mod, _i, y: self.area.__setitem__(mod, y[0].numel() // y.shape[1])
-            conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                self.bn_of[conv] = bn
-        stride = max(int(getattr(model, "stride", torch.tensor([32])).max()), 32)
-        size = max(stride, int(imgsz) // stride * stride)
-        forward_zeros(model, size, hooks)
-        self.scale = (int(imgsz) / size) ** 2  # thop extrapolates from stride-aligned proxies; so does this
-        self.cin = {c: getattr(c, "in_channels", getattr(c, "in_features", 0)) for c in self.area}
-        self.cout = {c: getattr(c, "out_channels", getattr(c, "out_features", 0)) for c in self.area}
-        self.groups = {c: getattr(c, "groups", 1) for c in self.area}
+        super().__init__(model, imgsz)
+        self.scale = (int(imgsz) / self.size) ** 2  # thop extrapolates from stride-aligned proxies; so does this
         self.initial = self.flops()
         self.total = float(total) if total else self.initial
 
-    def conv_flops(self, c: nn.Module) -> float:
+    def conv_cost(self, c: nn.Module) -> float:
         k = c.kernel_size[0] * c.kernel_size[1] if isinstance(c, nn.Conv2d) else 1
         macs = self.area[c] * self.cout[c] * (self.cin[c] // self.groups[c] * k)
         bn = 4 * self.area[c] * self.cout[c] if c in self.bn_of else 0  # thop: 2 ops per element, x2 if affine
@@ -50,28 +106,73 @@ class FlopsModel:
 
     def flops(self) -> float:
         """FLOPs of every conv (+ its BN) at the current widths."""
-        return sum(self.conv_flops(c) for c in self.area)
+        return self.cost()
 
     def removed(self) -> float:
         """FLOPs saved by every ``remove`` so far."""
         return self.initial - self.flops()
 
-    def remove(self, space, n: int) -> float:
-        """Remove ``n`` channels of ``space`` (a ``graph.Space``) from the width counts; return the FLOPs saved.
-        Convs an inference pass never runs (training-only branches: Pose26's sigmas, Proto26's semantic head) cost
-        nothing here, as in ultralytics' count."""
-        counted = self.area.keys()
-        touched = {m.conv for m, _ in space.producers + space.depthwise} | {c.conv for c in space.consumers}
-        touched &= counted
-        before = sum(self.conv_flops(c) for c in touched)
-        for m, _ in space.producers + space.depthwise:
-            if m.conv in counted:
-                self.cout[m.conv] -= n
-        for m, _ in space.depthwise:
-            if m.conv in counted:
-                self.cin[m.conv] -= n
-                self.groups[m.conv] -= n
-        for c in space.consumers:
-            if c.conv in counted:
-                self.cin[c.conv] -= n
-        return before - sum(self.conv_flops(c) for c in touched)
+
+class ConvShape(NamedTuple):
+    """What a conv's time depends on besides its widths: kernel, stride, padding, dilation, its groups (0:
+    depthwise, the groups follow the widths), its input height and width, the batch and whether an activation
+    follows it."""
+
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+    height: int
+    width: int
+    batch: int
+    act: bool
+
+
+class LayerTimes(Protocol):
+    """A conv's time in ms at ``cin`` input and ``cout`` output channels (``cin == cout`` when depthwise), for a
+    conv that had ``full`` = (cin, cout) channels when the model was measured."""
+
+    def ms(self, shape: ConvShape, cin: int, cout: int, full: tuple[int, int]) -> float: ...
+
+
+class LatencyModel(WidthCount):
+    """A model's latency at ``imgsz`` as its widths change: ``alpha`` x the summed times of its convs in ``times``
+    (at their current widths) + ``beta``. Linear layers are part of ``beta``."""
+
+    def __init__(self, model: nn.Module, imgsz: int, times: LayerTimes, batch: int = 1, alpha: float = 1.0,
+                 beta: float = 0.0):
+        super().__init__(model, imgsz)
+        self.times, self.alpha, self.beta = times, alpha, beta
+        self.shapes = {c: conv_shape(c, self.shape_in[c], batch, self.act_of.get(c, False))
+                       for c in self.area if isinstance(c, nn.Conv2d)}
+        self.full = {c: (self.cin[c], self.cout[c]) for c in self.shapes}
+        self.initial = self.cost()
+        self.total = self.initial + beta
+
+    def conv_cost(self, c: nn.Module) -> float:
+        shape = self.shapes.get(c)
+        return 0.0 if shape is None else self.alpha * self.times.ms(shape, self.cin[c], self.cout[c], self.full[c])
+
+    def latency(self) -> float:
+        """The predicted latency in ms at the current widths."""
+        return self.cost() + self.beta
+
+    def removed(self) -> float:
+        """Milliseconds saved by every ``remove`` so far."""
+        return self.initial - self.cost()
+
+
+def conv_shape(conv: nn.Conv2d, hw: tuple, batch: int = 1, act: bool = True) -> ConvShape:
+    """The ``ConvShape`` of ``conv`` on an input of height and width ``hw``."""
+    depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+    return ConvShape(tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation),
+                     0 if depthwise else conv.groups, int(hw[0]), int(hw[1]), int(batch), bool(act))
+
+
+def convs(model: nn.Module, imgsz: int, batch: int = 1) -> dict[nn.Conv2d, ConvShape]:
+    """Every conv an inference pass of ``model`` at ``imgsz`` runs, with its ``ConvShape`` (what a latency table
+    has to measure)."""
+    count = WidthCount(model, imgsz)
+    return {c: conv_shape(c, count.shape_in[c], batch, count.act_of.get(c, False))
+            for c in count.area if isinstance(c, nn.Conv2d)}

@@ -1,15 +1,18 @@
-"""Which channels to keep: one selector, ``select``, for every budget (channels, FLOPs).
+"""Which channels to keep: one selector, ``select``, for every budget (channels, FLOPs, latency).
 
 Channels go in steps. A step takes a tie group (spaces that must keep equal counts) from one allowed kept count to
 the next lower one, removing the lowest-importance channels of each member. The allowed counts of a space of ``n``
 channels are ``n`` and the multiples of ``round_to`` from below ``n`` down to the floor (``floor`` rounded up, never
-below 1). The step whose channels have the smallest mean importance goes first. **Ties:** equal step scores go to
-the group that comes first in the graph, equal channel scores to the lower channel index.
+below 1). The step whose channels have the smallest mean importance goes first; under a budget that ranks by cost
+(``Latency``) the step with the smallest summed importance per unit of cost saved goes first (the greedy order of
+a knapsack, as in HALP), and a step that saves under ``USEFUL`` of its share of the group's cost is joined to the
+next one (widths a runtime runs no faster at are skipped). **Ties:** equal step scores go to the group that comes
+first in the graph, equal channel scores to the lower channel index.
 
 **Rounding:** steps are taken until the budget's share of its total is removed, so the result removes at least the
 budget and at most one step (``round_to`` channels of each member of one group) more; less only when every group is
 at its floor. A budget says what a step saves: ``Channels`` counts prunable channels, ``Flops`` the FLOPs of a
-``cost.FlopsModel``. Knows torch only.
+``cost.FlopsModel``, ``Latency`` the milliseconds of a ``cost.LatencyModel``. Knows torch only.
 """
 
 from __future__ import annotations
@@ -24,10 +27,15 @@ from ultra_prune.pruning.graph import Space
 from ultra_prune.pruning.importance import Importance
 
 
+USEFUL = 0.3  # a cost-ranked step saving less than this share of its proportional cost is joined to the next
+
+
 class Budget(Protocol):
-    """What to remove: ``ratio`` of ``total(spaces)``, each step saving ``remove(space, n)``."""
+    """What to remove: ``ratio`` of ``total(spaces)``, each step saving ``remove(space, n)``; ``by_cost``: steps are
+    ranked by importance per unit saved (``saving(space, n)`` says what a step would save)."""
 
     ratio: float
+    by_cost: bool
 
     def total(self, spaces: list[Space]) -> float: ...
 
@@ -36,6 +44,8 @@ class Budget(Protocol):
 
 class Channels:
     """``ratio`` of the prunable channels (each space's channels once)."""
+
+    by_cost = False
 
     def __init__(self, ratio: float):
         self.ratio = ratio
@@ -50,6 +60,8 @@ class Channels:
 class Flops:
     """``ratio`` of the FLOPs counted by ``cost`` (a ``cost.FlopsModel`` of the model the spaces come from)."""
 
+    by_cost = False
+
     def __init__(self, ratio: float, cost):
         self.ratio, self.cost = ratio, cost
 
@@ -58,6 +70,15 @@ class Flops:
 
     def remove(self, space: Space, n: int) -> float:
         return self.cost.remove(space, n)
+
+    def saving(self, space: Space, n: int) -> float:
+        return self.cost.saving(space, n)
+
+
+class Latency(Flops):
+    """``ratio`` of the latency predicted by ``cost`` (a ``cost.LatencyModel``), ranked by importance per ms."""
+
+    by_cost = True
 
 
 def keep_count(n: int, kept: int, round_to: int, floor: int) -> int:
@@ -98,21 +119,52 @@ def select(spaces: list[Space], budget: Budget, importance: Importance, round_to
     goal = budget.ratio * budget.total(spaces)
     at = {i: 0 for i in range(len(units))}
     steps = [_steps(u[0].size, round_to, floor) for u in units]
+    by_cost = getattr(budget, "by_cost", False)
+    share = {}  # cost-ranked: each group's cost per channel, full width to floor, at the start
+    if by_cost:
+        for i, u in enumerate(units):
+            n = steps[i][0] - steps[i][-1]
+            share[i] = sum(budget.saving(s, n) for s in u) / n if n else 0.0
 
-    def step_score(i: int) -> float:
-        u, lo, hi = units[i], steps[i][at[i] + 1], steps[i][at[i]]
-        return sum(score[id(s)][s.size - hi : s.size - lo].sum().item() for s in u) / (len(u) * (hi - lo))
+    def span(i: int) -> int:
+        """How many allowed counts the group's next step goes down (more than 1 when joined, cost-ranked only)."""
+        j = 1
+        if by_cost:
+            while at[i] + j + 1 < len(steps[i]):
+                n = steps[i][at[i]] - steps[i][at[i] + j]
+                if sum(budget.saving(s, n) for s in units[i]) >= USEFUL * share[i] * n:
+                    break
+                j += 1
+        return j
 
-    heap = [(step_score(i), i) for i in range(len(units)) if len(steps[i]) > 1]
+    def step_score(i: int) -> tuple[float, int]:
+        j = span(i)
+        u, lo, hi = units[i], steps[i][at[i] + j], steps[i][at[i]]
+        imp = sum(score[id(s)][s.size - hi : s.size - lo].sum().item() for s in u)
+        if not by_cost:
+            return imp / (len(u) * (hi - lo)), j
+        saved = sum(budget.saving(s, hi - lo) for s in u)
+        return (imp / saved if saved > 0 else math.inf) if imp > 0 else 0.0, j
+
+    heap = [(*step_score(i), i) for i in range(len(units)) if len(steps[i]) > 1]
+    heap = [(sc, i, j) for sc, j, i in heap]
     heapq.heapify(heap)
     removed = 0.0
     while heap and (removed < goal - 1e-9 or (take_dead and heap[0][0] == 0)):
-        _, i = heapq.heappop(heap)
-        n = steps[i][at[i]] - steps[i][at[i] + 1]
+        sc, i, j = heapq.heappop(heap)
+        if by_cost:  # what a step saves changes as its neighbours shrink: re-score it (a lazy greedy)
+            sc, j = step_score(i)
+            if heap and sc > heap[0][0] + 1e-12 and not (take_dead and sc == 0):
+                heapq.heappush(heap, (sc, i, j))
+                continue
+            if removed >= goal - 1e-9 and sc != 0:
+                continue
+        n = steps[i][at[i]] - steps[i][at[i] + j]
         removed += sum(budget.remove(s, n) for s in units[i])
-        at[i] += 1
+        at[i] += j
         if at[i] + 1 < len(steps[i]):
-            heapq.heappush(heap, (step_score(i), i))
+            sc, j = step_score(i)
+            heapq.heappush(heap, (sc, i, j))
     keep = {}
     for i, u in enumerate(units):
         k = steps[i][at[i]]
