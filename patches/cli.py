@@ -14,7 +14,8 @@ from ultra_prune.hookspecs import hookimpl
 from ultra_prune.patches import is_ours, ours
 
 # What ``yolo prune`` passes to ``api.prune``; other valid ultralytics keys are ignored with a warning.
-PRUNE_KEYS = ("prune", "prune_by", "prune_importance", "prune_round", "prune_min", "prune_out", "prune_onnx", "exist_ok",
+PRUNE_KEYS = ("prune", "prune_by", "prune_importance", "prune_round", "prune_min", "prune_out", "prune_onnx",
+              "latency_runtime", "latency_batch", "exist_ok",
               "data", "imgsz", "batch", "device")
 PRUNE_HELP = """
     ultra-prune's 'prune' mode removes the least important channels of a checkpoint and writes the smaller model:
@@ -22,11 +23,12 @@ PRUNE_HELP = """
         yolo prune model=sparse.pt                    a sparsity_target= run's checkpoint: remove the channels it zeroed
         yolo prune model=last.pt prune=0.5            remove half of the prunable channels
         yolo prune model=last.pt prune=0.5 prune_by=flops data=coco8.yaml   half the GFLOPs, Taylor-ranked on data
+        yolo prune model=last.pt prune=0.5 prune_by=latency imgsz=640      half the onnxruntime CPU latency, measured
 
     Arguments (key=value):
 {args}
         data=          dataset yaml: ranks channels by Taylor scores (prune_importance=auto) and adds mAP before/after
-        imgsz=         image size for FLOPs and Taylor scores (default: the checkpoint's training imgsz, else 640)
+        imgsz=         image size for FLOPs, latency and Taylor scores (default: the checkpoint's training imgsz, else 640)
         batch=16       batch size of the Taylor-score and validation passes
         exist_ok=False overwrite the output file if it exists
 

@@ -50,7 +50,7 @@ def test_patches_are_idempotent():
     assert Model.train is train and tuple(cfg.MODES) == modes and list(cfg.MODES).count("prune") == 1
     assert cfg.entrypoint is entry and not getattr(entry.__wrapped__, "_ultra_prune", False)
     assert cfg.CLI_HELP_MSG == help_msg and help_msg.count("yolo prune model=") == 1
-    assert ultralytics.utils.DEFAULT_CFG_DICT["sparsity"] == 0.0 and ultralytics.utils.DEFAULT_CFG.prune_round == 8
+    assert ultralytics.utils.DEFAULT_CFG_DICT["sparsity"] == 0.0 and ultralytics.utils.DEFAULT_CFG.prune_round == "auto"
 
 
 def test_trainer_is_chosen_per_task():

@@ -116,11 +116,13 @@ def importance_for(model, name: str, data, imgsz: int, batch: int, device=None) 
 def prune(model, prune: float | None = None, prune_round: int | None = None, prune_min: int | None = None,
           prune_out=None, exist_ok: bool = False, data=None, imgsz: int | None = None, batch: int = 16,
           prune_onnx: bool = False, verbose: bool = True, prune_by: str | None = None,
-          prune_importance: str | None = None, device=None, report_files: bool = True):
+          prune_importance: str | None = None, device=None, report_files: bool = True,
+          latency_runtime: str | None = None, latency_batch: int | None = None):
     """Prune ``model`` (a checkpoint path or an ultralytics model) and return ``(pruned_model, report)``.
 
-    ``prune`` is the share of prunable channels to remove (``prune_by='channels'``) or of GFLOPs at ``imgsz``
-    (``'flops'``; by default the checkpoint's training imgsz, else 640), least important first
+    ``prune`` is the share of prunable channels to remove (``prune_by='channels'``), of GFLOPs at ``imgsz``
+    (``'flops'``; by default the checkpoint's training imgsz, else 640) or of latency measured on ``latency_runtime``
+    at ``imgsz`` and batch ``latency_batch`` (``'latency'``; see ``ultra_prune.latency``), least important first
     (``prune_importance``: by default first-order Taylor scores from ``data`` when given, else BN |gamma|). Without
     ``prune``, a checkpoint of a ``sparsity_target`` run is pruned as that run recorded it (target, floors,
     ``imgsz``): exactly the channels it drove to zero are removed, with a warning when they fall short of its target.
@@ -128,7 +130,8 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     A path input writes ``<stem>_pruned.pt`` beside it (or ``prune_out``), atomically and never over an existing
     file unless ``exist_ok``, and (``report_files``) ``<output stem>_report.txt`` / ``.json`` beside that. A module
     input is written only when ``prune_out`` is given. With ``data`` the report also holds mAP50-95 before/after,
-    with ``prune_onnx`` ONNX sizes and onnxruntime parity. When nothing can be removed nothing is written and
+    with ``prune_onnx`` ONNX sizes and onnxruntime parity, under ``prune_by='latency'`` the predicted and measured
+    latency before/after. When nothing can be removed nothing is written and
     ``pruned_model`` is None.
     """
     from ultralytics.utils import LOGGER, colorstr
@@ -138,7 +141,7 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     from ultra_prune.report import PruneReport
 
     given = {"prune_by": prune_by, "prune_importance": prune_importance, "prune_round": prune_round,
-             "prune_min": prune_min, "imgsz": imgsz}
+             "prune_min": prune_min, "imgsz": imgsz, "latency_runtime": latency_runtime, "latency_batch": latency_batch}
     if prune is not None or not isinstance(model, (str, Path)):
         check_prune_args(prune, prune_round, prune_min)
     validate(given)
@@ -160,18 +163,27 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
                          {**run, **{k: v for k, v in given.items() if v is not None}})
     if recorded:  # the given values were checked above; the recorded ones come from a training run's args
         check_prune_args(cfg.ratio, cfg.round_to, cfg.floor)
+        validate({k: getattr(cfg, a) for k, a in (("prune_by", "by"), ("latency_runtime", "runtime"))})
+    cfg = cfg.resolved(device)
+    table = None
+    if cfg.by == "latency":
+        from ultra_prune.latency import table_for
+
+        table = table_for(cfg, device, verbose)
+    latency = table.model if table else None
     prefix = colorstr("ultra-prune:")
     if recorded:
         from ultra_prune.target import SparsityTarget
 
-        reached = SparsityTarget(cfg.ratio, cfg.by, cfg.round_to, cfg.floor, cfg.imgsz).reached(model)
+        reached = SparsityTarget(cfg.ratio, cfg.by, cfg.round_to, cfg.floor, cfg.imgsz, latency).reached(model)
         warn_short_of_target(source, cfg, recorded[1], reached)
         # exactly the zeroed channels: no share of live ones on top, whatever the counting says
         pruned, info = prune_model(model, 0.0, cfg.round_to, cfg.floor, cfg.by, cfg.imgsz, take_dead=True,
-                                   importance=Zeroed())
+                                   importance=Zeroed(), latency=latency)
     else:
         importance = importance_for(model, cfg.importance, data, cfg.imgsz, batch, device)
-        pruned, info = prune_model(model, cfg.ratio, cfg.round_to, cfg.floor, cfg.by, cfg.imgsz, importance=importance)
+        pruned, info = prune_model(model, cfg.ratio, cfg.round_to, cfg.floor, cfg.by, cfg.imgsz, importance=importance,
+                                   latency=latency)
     if not info["pruned"]:
         if not recorded:
             LOGGER.info(f"{prefix} nothing to prune: every prunable layer is already at its floor "
@@ -180,6 +192,10 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
         return None, None
     report = PruneReport.build(model, pruned, info, cfg.ratio, cfg.round_to, cfg.floor, cfg.imgsz, cfg.by,
                                info["prune_importance"])
+    if table is not None:
+        report.latency_runtime = f"{cfg.runtime}, batch {cfg.batch}"
+        report.latency_predicted = info["latency_ms"]
+        report.latency_measured = tuple(table.whole([model, pruned], cfg.imgsz))
     if out is not None:
         save_model(pruned, out, ckpt, exist_ok)
         report.output = str(out)

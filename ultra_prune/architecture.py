@@ -4,6 +4,7 @@ pruning package; the trainer glue lives in ``ultra_prune.trainer``."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -38,6 +39,19 @@ def trainable_copy(pruned: nn.Module) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def rank_zero_first():
+    """Under DDP, rank 0 runs the block before the other ranks do (they then find its latency measurements in the
+    cache, so every rank chooses the same channels); a single process just runs it."""
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    first = not dist or torch.distributed.get_rank() == 0
+    if not first:
+        torch.distributed.barrier()
+    yield
+    if dist and first:
+        torch.distributed.barrier()
+
+
 def prune_for_training(model: nn.Module, args, device, verbose: bool = True):
     """One-shot ``prune=``: ``(pruned model, report)`` of ``model`` pruned with the run's arguments (Taylor scores
     from its data by default), or ``(model, None)`` when nothing can go. Under DDP every rank scores rank 0's
@@ -47,9 +61,11 @@ def prune_for_training(model: nn.Module, args, device, verbose: bool = True):
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         for tensor in model.state_dict().values():
             torch.distributed.broadcast(tensor, 0)
-    pruned, report = prune(model, args.prune, args.prune_round, args.prune_min, imgsz=args.imgsz,
-                           prune_by=args.prune_by, verbose=verbose, prune_importance=args.prune_importance,
-                           data=args.data, device=device, report_files=False)
+    with rank_zero_first() if args.prune_by == "latency" else contextlib.nullcontext():
+        pruned, report = prune(model, args.prune, args.prune_round, args.prune_min, imgsz=args.imgsz,
+                               prune_by=args.prune_by, verbose=verbose, prune_importance=args.prune_importance,
+                               data=args.data, device=device, report_files=False,
+                               latency_runtime=args.latency_runtime, latency_batch=args.latency_batch)
     return (model, None) if pruned is None else (pruned, report)
 
 

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning import PRUNE_BY
 from ultra_prune.pruning.importance import NAMED
+from ultra_prune.runtimes import LATENCY_RUNTIMES
 
 # Every key ultra-prune adds to ultralytics' DEFAULT_CFG: its default and what it means (shown by `yolo cfg`).
 ARGS = {
     "sparsity": (0.0, "L1 strength on BatchNorm2d weights (gamma); 0 = off"),
     "sparsity_beta": (0.0, "L1 strength on BatchNorm2d biases (beta)"),
     "sparsity_decay": (0.1, "lambda falls linearly to this fraction of its start over the run"),
-    "sparsity_target": (0.0, "share of prunable channels (or GFLOPs, prune_by=flops) to drive to zero; 0 = off"),
+    "sparsity_target": (0.0, "share of prunable channels (or of GFLOPs / latency, see prune_by) to drive to zero; 0 = off"),
     "sparsity_mode": ("polar", "'polar' / 'prox' (soft-threshold after each step) or 'grad' (lambda*sign in the gradient)"),
-    "prune": (0.0, "share of prunable channels (or GFLOPs, prune_by=flops) to remove; 0 = no pruning"),
-    "prune_by": ("channels", "what prune= and sparsity_target= count: 'channels' (prunable channels) or 'flops'"),
+    "prune": (0.0, "share of prunable channels (or of GFLOPs / latency, see prune_by) to remove; 0 = no pruning"),
+    "prune_by": ("channels", "what prune= and sparsity_target= count: 'channels' (prunable channels), 'flops' "
+                             "(GFLOPs at imgsz) or 'latency' (measured on latency_runtime at imgsz)"),
+    "latency_runtime": ("onnxruntime", "prune_by=latency: the runtime latency is measured on: 'onnxruntime' / "
+                                       "'openvino' (CPU, 1 thread) or 'torch' (the training device)"),
+    "latency_batch": (1, "prune_by=latency: the batch size latency is measured at"),
     "prune_importance": ("auto", "how prune= ranks channels: 'taylor' (needs data), 'l1', 'relative'; auto: taylor with data"),
-    "prune_round": (8, "kept channel counts are rounded up to a multiple of this"),
+    "prune_round": ("auto", "kept channel counts are multiples of this; auto: 8, or under prune_by=latency the "
+                            "multiple latency_runtime runs fastest at (measured)"),
     "prune_min": (8, "per-layer floor of kept channels"),
     "distill_model": (None, "teacher checkpoint for distillation while training (ultralytics' own key on 8.4.80+)"),
     "distill_loss": ("auto", "'logit' (ultra-prune: class scores + box distributions), 'feature' (ultralytics'); "
@@ -39,15 +45,30 @@ DISTILL_LOSSES = ("auto", "logit", "feature")
 @dataclass(frozen=True)
 class PruneConfig:
     """One pruning's (or one sparse-target run's) settings in the pruner's words, built from ultra-prune's keys in
-    one place (``of``): the share ``ratio`` of the budget ``by`` to remove, the importance's name, the rounding and
-    floor of kept counts, and the image size FLOPs and Taylor scores are counted at."""
+    one place (``of``): the share ``ratio`` of the budget ``by`` to remove, the importance's name, the rounding
+    (``'auto'`` until ``resolved``) and floor of kept counts, the image size FLOPs, latency and Taylor scores are
+    counted at, and the runtime and batch latency is measured on."""
 
     ratio: float
     by: str = "channels"
     importance: str = "auto"
-    round_to: int = 8
+    round_to: int | str = "auto"
     floor: int = 8
     imgsz: int = 640
+    runtime: str = "onnxruntime"
+    batch: int = 1
+
+    def resolved(self, device=None) -> PruneConfig:
+        """This config with ``round_to='auto'`` made a number: under ``by='latency'`` the multiple the runtime
+        runs fastest at (``latency.preferred_round``, measured once per machine), else 8."""
+        if self.round_to != "auto":
+            return self
+        if self.by != "latency":
+            return replace(self, round_to=8)
+        from ultra_prune.latency import preferred_round
+        from ultra_prune.runtimes import runtime_for
+
+        return replace(self, round_to=preferred_round(runtime_for(self.runtime, device)))
 
     @classmethod
     def of(cls, ratio: float, args: dict) -> PruneConfig:
@@ -57,8 +78,10 @@ class PruneConfig:
 
         imgsz = args.get("imgsz") or 640
         imgsz = max(imgsz) if isinstance(imgsz, (list, tuple)) else imgsz
-        return cls(float(ratio), get("prune_by"), get("prune_importance"), int(get("prune_round")),
-                   int(get("prune_min")), int(imgsz))
+        round_to = get("prune_round")
+        return cls(float(ratio), get("prune_by"), get("prune_importance"),
+                   round_to if round_to == "auto" else int(round_to), int(get("prune_min")), int(imgsz),
+                   get("latency_runtime"), int(get("latency_batch")))
 
 
 def native_distillation() -> bool:
@@ -125,8 +148,13 @@ def validate(args: dict) -> None:
                               "does not ship (8.4.80 and later do); use distill_loss=logit")
     if get("prune") not in (None, 0, 0.0):
         _number("prune", get("prune"), 0, 1, True, True, "0.5")
-    if get("prune_round") is not None:
+    if get("prune_round") not in (None, "auto"):
         _number("prune_round", get("prune_round"), 1, math.inf, False, True, "8", integer=True)
+    if get("latency_runtime") is not None and get("latency_runtime") not in LATENCY_RUNTIMES:
+        raise UltraPruneError(f"'latency_runtime={get('latency_runtime')}' is not one of {LATENCY_RUNTIMES}; "
+                              "use e.g. latency_runtime=onnxruntime")
+    if get("latency_batch") is not None:
+        _number("latency_batch", get("latency_batch"), 1, math.inf, False, True, "1", integer=True)
     if get("prune_min") is not None:
         _number("prune_min", get("prune_min"), 1, math.inf, False, True, "8", integer=True)
     if get("prune") not in (None, 0, 0.0) and get("sparsity_target") not in (None, 0, 0.0):

@@ -11,12 +11,14 @@ HELP = """ultra-prune — network slimming for Ultralytics YOLO
         base training -> sparse training -> pruning -> fine-tuning -> ONNX, on a generated dataset by default;
         'epochs' scales every stage (1.0 = 20/10/10 epochs).
 
-    ultra-prune prune model=sparse.pt [prune=0.5] [prune_by=channels] [prune_importance=auto] [prune_round=8]
+    ultra-prune prune model=sparse.pt [prune=0.5] [prune_by=channels] [prune_importance=auto] [prune_round=auto]
                       [prune_min=8] [prune_out=PATH] [exist_ok=False] [data=DATA.yaml] [imgsz=640] [prune_onnx=False]
+                      [latency_runtime=onnxruntime] [latency_batch=1]
         writes sparse_pruned.pt (or prune_out) and prints the before/after report (mAP too with data=,
         ONNX sizes and onnxruntime parity with prune_onnx=True). With data=, channels are ranked by Taylor scores
         from its training split (prune_importance=taylor), else by BN |gamma| (l1). Without prune=, a checkpoint
-        trained with sparsity_target= is pruned at its recorded target.
+        trained with sparsity_target= is pruned at its recorded target. prune_by=latency removes that share of
+        the latency measured on latency_runtime (and reports predicted and measured latency before/after).
 
 The same arguments work with the stock CLI: `yolo train ... sparsity_target=0.5`, `yolo train ... prune=0.5`,
 `yolo prune model=sparse.pt`.
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             if "model" not in kwargs:
                 raise UltraPruneError("'model' is missing; e.g. ultra-prune prune model=sparse.pt prune=0.5")
             allowed = {"model", "prune", "prune_by", "prune_importance", "prune_round", "prune_min", "prune_out",
-                       "prune_onnx", "exist_ok", "data", "imgsz", "batch"}
+                       "prune_onnx", "latency_runtime", "latency_batch", "exist_ok", "data", "imgsz", "batch"}
             unknown = sorted(set(kwargs) - allowed)
             if unknown:
                 raise UltraPruneError(f"unknown prune argument(s) {unknown}; valid: {sorted(allowed)}")

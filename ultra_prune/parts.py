@@ -176,6 +176,23 @@ class TargetSchedule(Part):
     def progress(self, trainer) -> float:
         return progress(trainer, self.batches)
 
+    def setup_end(self, trainer):
+        """Resolve ``prune_round=auto`` (recorded in the run's args, so the checkpoint's own prune uses it) and,
+        under ``prune_by=latency``, measure the model's latency table now, outside the training progress bar."""
+        from ultra_prune.architecture import rank_zero_first
+
+        with rank_zero_first():
+            self.cfg = self.cfg.resolved(trainer.device)
+            if self.cfg.by == "latency":
+                from ultralytics.utils import RANK
+
+                from ultra_prune.latency import table_for
+
+                table = table_for(self.cfg, trainer.device, verbose=RANK in {-1, 0})
+                table.model(unwrap(trainer.model), self.cfg.imgsz)
+                self.target.latency = table.model
+        self.target.round_to = trainer.args.prune_round = self.cfg.round_to
+
     def choose(self, trainer, again: bool) -> None:
         """Make the first choice once OBSERVE of the run is past; ``again`` (an epoch start): also remake an
         existing one until FREEZE."""

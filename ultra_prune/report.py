@@ -46,6 +46,9 @@ class PruneReport:
     metric: str = "mAP50-95"  # classify: top-1 accuracy
     onnx_mb: tuple | None = None
     onnx_parity: float | None = None  # max |onnxruntime - torch| / max |torch| of the pruned model
+    latency_runtime: str | None = None  # prune_by=latency: where latency was measured
+    latency_predicted: tuple | None = None  # ms (before, after) by the latency table
+    latency_measured: tuple | None = None  # ms (before, after) of the exported models, timed interleaved
     output: str | None = None
     inner: list = field(default_factory=list)  # layers with no single output tensor (Detect): inner channels
 
@@ -85,6 +88,14 @@ class PruneReport:
         if self.onnx_mb:
             lines.append(pair("ONNX MB", self.onnx_mb, "{:.2f}"))
             lines.append(f"onnxruntime vs torch (pruned): max relative difference {self.onnx_parity:.2e}")
+        if self.latency_measured:
+            where = f"@{self.imgsz} ({self.latency_runtime})"
+            lines.append(pair("latency ms predicted", self.latency_predicted, "{:.2f}"))
+            lines.append(pair("latency ms measured", self.latency_measured, "{:.2f}"))
+            (pb, pa), (mb, ma) = self.latency_predicted, self.latency_measured
+            lines.append(f"latency {where}: prediction error {pb / mb - 1:+.1%} before, {pa / ma - 1:+.1%} after; "
+                         f"measured after = {ma / mb / max(1 - self.prune, 1e-9):.3f}x the budget "
+                         f"({1 - self.prune:.0%} of before)")
         how = (f"the ones the sparsity_target={self.prune:g} run drove to zero (prune_by={self.prune_by}, "
                if self.prune_importance == "zeroed" else
                f"prune={self.prune}, prune_by={self.prune_by}, prune_importance={self.prune_importance}, ")

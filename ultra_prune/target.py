@@ -40,12 +40,14 @@ def envelope(p: float) -> float:
 
 
 class SparsityTarget:
-    """Chooses ``target`` of the prunable channels (``prune_by='channels'``) or of the GFLOPs at ``imgsz``
-    (``'flops'``), as the pruner counts them, and shrinks them to zero on the schedule above."""
+    """Chooses ``target`` of the prunable channels (``prune_by='channels'``), of the GFLOPs at ``imgsz``
+    (``'flops'``) or of the latency (``'latency'``, predicted by ``latency``: see ``pruning.budget_for``), as the
+    pruner counts them, and shrinks them to zero on the schedule above."""
 
     def __init__(self, target: float, prune_by: str = "channels", round_to: int = 8, floor: int = 8,
-                 imgsz: int = 640):
+                 imgsz: int = 640, latency=None):
         self.target, self.prune_by, self.round_to, self.floor, self.imgsz = target, prune_by, round_to, floor, imgsz
+        self.latency = latency
         self.chosen: dict[str, torch.Tensor] = {}  # BatchNorm module name -> channel indices to zero
         self.scale = 1.0  # the envelope value last applied
         self.taylor = TaylorScores()  # BatchNorm module name -> accumulated first-order scores
@@ -61,7 +63,7 @@ class SparsityTarget:
         """Choose the channels to zero with the pruner's analysis and selection (zeroed ones stay chosen)."""
         graph = analyse(model)
         names = {m: n for n, m in model.named_modules()}
-        budget = budget_for(self.prune_by, self.target, model, self.imgsz)
+        budget = budget_for(self.prune_by, self.target, model, self.imgsz, self.latency)
         # Taylor scores once observed (loss changes, so they compare across layers), else |gamma| relative to the
         # layer's mean
         importance = Taylor(self.taylor).bind(model) if self.taylor else LayerRelative()
@@ -107,11 +109,12 @@ class SparsityTarget:
             self._scale(models, factor)
 
     def reached(self, model: nn.Module) -> float:
-        """The share of prunable channels (or of GFLOPs) that pruning ``model``'s zeroed channels removes."""
+        """The share of prunable channels (or of GFLOPs, or latency) that pruning ``model``'s zeroed channels
+        removes."""
         roots = analyse(model).roots()
-        budget = budget_for(self.prune_by, 0.0, model, self.imgsz)
+        budget = budget_for(self.prune_by, 0.0, model, self.imgsz, self.latency)
         keep = select(roots, budget, Zeroed(DEAD), self.round_to, self.floor, take_dead=True)
-        if self.prune_by == "flops":
+        if self.prune_by != "channels":
             return budget.cost.removed() / budget.cost.total
         prunable = sum(s.size for s in roots if s.prunable)
         return sum(s.size - len(k) for s, k in keep.items()) / max(prunable, 1)

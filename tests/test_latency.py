@@ -1,0 +1,241 @@
+"""``prune_by=latency``: the per-layer latency table (measured, cached, fitted to whole models), the selector's
+cost-ranked steps, the per-runtime rounding, and the real onnxruntime path end to end (report, cache hit).
+
+Synthetic runtimes give exact, known times, so predictions and fits are checked for equality; the real runtime is
+checked for what it writes and measures, never for how fast it runs (that is ``benchmarks/bench_latency.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import base
+
+from ultra_prune import latency, runtimes
+from ultra_prune.errors import UltraPruneError
+from ultra_prune.latency import Cache, LatencyTable, preferred_round
+from ultra_prune.pruning import prune_model
+from ultra_prune.pruning.cost import ConvShape, convs
+from ultra_prune.pruning.graph import Space
+from ultra_prune.pruning.select import Latency, select
+
+IMGSZ = 64
+BETA = 0.5  # what a synthetic whole model adds to its convs, in ms
+
+
+class Timed:
+    """A stand-in for one run of a layer or model: ``ms`` is what timing it gives (``exact_timing``)."""
+
+    def __init__(self, ms: float):
+        self.ms = ms
+
+    def __call__(self):
+        return None
+
+
+def separable(shape: ConvShape, cin: int, cout: int) -> float:
+    """A synthetic conv time (ms): proportional to its multiply-adds, so exactly the product of its two axes."""
+    groups = cin if shape.groups == 0 else shape.groups
+    k = shape.kernel[0] * shape.kernel[1]
+    return 1e-6 * cout * (cin // groups) * k * shape.height * shape.width / (shape.stride[0] * shape.stride[1])
+
+
+class Synthetic:
+    """A runtime with known times: ``conv_ms`` per layer, and per whole model its convs' times + BETA."""
+
+    name = "synthetic"
+
+    def __init__(self, conv_ms=separable):
+        self.conv_ms, self.layers = conv_ms, 0
+
+    def key(self):
+        return f"synthetic {self.conv_ms.__name__}"
+
+    def layer(self, shape, cin, cout):
+        self.layers += 1
+        return Timed(self.conv_ms(shape, cin, cout))
+
+    def models(self, models, imgsz, batch):
+        return [Timed(sum(self.conv_ms(s, c.in_channels, c.out_channels) for c, s in convs(m, imgsz, batch).items())
+                      + BETA) for m in models]
+
+
+@pytest.fixture
+def exact_timing(monkeypatch):
+    """Timing a ``Timed`` gives its ``ms``."""
+    monkeypatch.setattr(runtimes, "median_ms", lambda run, **_: run.ms)
+    monkeypatch.setattr(runtimes, "interleaved_ms", lambda runs, rounds=50, **_: [r.ms for r in runs])
+
+
+def test_table_predicts_a_separable_cost_exactly_and_fits_what_the_model_adds(tmp_path, exact_timing):
+    model = base("yolov8n.yaml")
+    rt = Synthetic()
+    table = LatencyTable(rt, 8, cache=Cache(tmp_path / "latency.json"), verbose=False)
+    lm = table.model(model, IMGSZ)
+    want = sum(separable(s, c.in_channels, c.out_channels) for c, s in convs(model, IMGSZ).items())
+    assert lm.total == pytest.approx(want + BETA, rel=1e-9)
+    assert table.fit(model, IMGSZ) == pytest.approx((1.0, BETA), rel=1e-6, abs=1e-9)
+    # every width the pruner may give a conv was timed, along each axis
+    c = next(c for c in convs(model, IMGSZ) if c.in_channels == c.out_channels == 64 and c.groups == 1)
+    shape = convs(model, IMGSZ)[c]
+    assert table.ms(shape, 24, 40, (64, 64)) == pytest.approx(separable(shape, 24, 40), rel=1e-9)
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])
+def test_prune_by_latency_removes_the_share_of_the_whole_model(tmp_path, exact_timing, ratio):
+    model = base("yolov8n.yaml")
+    rt = Synthetic()
+    table = LatencyTable(rt, 8, cache=Cache(tmp_path / "latency.json"), verbose=False)
+    pruned, info = prune_model(model, ratio, 8, 8, "latency", IMGSZ, latency=table.model)
+    before, after = (t.ms for t in rt.models([model, pruned], IMGSZ, 1))
+    assert info["latency_ms"] == pytest.approx((before, after), rel=1e-6)  # the prediction is the measurement
+    assert after <= (1 - ratio) * before + 1e-9  # at least the budget
+    assert after > (1 - ratio) * before - 0.15 * before  # and not far beyond it (one step)
+
+
+def test_a_second_table_on_the_same_cache_measures_nothing(tmp_path, exact_timing):
+    model = base("yolov8n.yaml")
+    first = LatencyTable(Synthetic(), 8, cache=Cache(tmp_path / "latency.json"), verbose=False)
+    a = prune_model(model, 0.5, 8, 8, "latency", IMGSZ, latency=first.model)[1]["latency_ms"]
+    assert first.measured > 0 and (tmp_path / "latency.json").is_file()
+    rt = Synthetic()
+    again = LatencyTable(rt, 8, cache=Cache(tmp_path / "latency.json"), verbose=False)
+    b = prune_model(model, 0.5, 8, 8, "latency", IMGSZ, latency=again.model)[1]["latency_ms"]
+    assert again.measured == 0 and rt.layers == 0
+    assert a == b
+    # another rounding needs only the widths it adds (none: multiples of 16 are multiples of 8) and its own fit
+    third = LatencyTable(rt, 16, cache=Cache(tmp_path / "latency.json"), verbose=False)
+    third.model(model, IMGSZ)
+    assert rt.layers == 0 and third.measured == 3  # the model and its two fitting copies
+
+
+class Cost:
+    """A latency budget's cost for hand-made spaces: ``ms(space, kept)`` per space, summed."""
+
+    def __init__(self, spaces, ms):
+        self.ms, self.kept = ms, {id(s): s.size for s in spaces}
+        self.total = sum(ms(s, s.size) for s in spaces)
+
+    def remove(self, space, n):
+        saved = self.saving(space, n)
+        self.kept[id(space)] -= n
+        return saved
+
+    def saving(self, space, n):
+        k = self.kept[id(space)]
+        return self.ms(space, k) - self.ms(space, k - n)
+
+
+class Scores:
+    name = "fixed"
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def __call__(self, space):
+        return self.scores[id(space)]
+
+
+def test_latency_steps_go_by_importance_per_millisecond():
+    cheap, dear = Space(32, producers=[(None, 0)]), Space(32, producers=[(None, 0)])
+    per_channel = {id(cheap): 1.0, id(dear): 10.0}
+    cost = Cost([cheap, dear], lambda s, k: per_channel[id(s)] * k)
+    scores = {id(cheap): torch.full((32,), 1.0), id(dear): torch.full((32,), 2.0)}  # dear is twice as important
+    keep = select([cheap, dear], Latency(0.3, cost), Scores(scores), round_to=8, floor=8)
+    assert dear in keep and cheap not in keep  # yet it goes first: half the importance per ms saved
+
+
+def test_widths_a_runtime_runs_no_faster_at_are_skipped():
+    blocky, linear = Space(128, producers=[(None, 0)]), Space(128, producers=[(None, 0)])
+    # blocky runs in blocks of 32 channels (1 ms each), linear costs the same 4 ms spread over its channels
+    cost = Cost([blocky, linear], lambda s, k: math.ceil(k / 32) if s is blocky else k / 32)
+    scores = {id(blocky): torch.full((128,), 0.1), id(linear): torch.full((128,), 1.0)}
+    keep = select([blocky, linear], Latency(0.25, cost), Scores(scores), round_to=8, floor=8)
+    # 128 -> 120 saves nothing, so it is joined with the steps down to 96: blocky, the least important, gives the
+    # 2 ms in two blocks, and linear keeps every channel
+    assert len(keep[blocky]) == 64 and linear not in keep
+
+
+def steps_of(block: int):
+    def conv_ms(shape, cin, cout):
+        return 1e-3 * math.ceil(cin / block) * math.ceil(cout / block) * shape.kernel[0]
+
+    conv_ms.__name__ = f"blocks{block}"
+    return conv_ms
+
+
+@pytest.mark.parametrize("block, expected", [(1, 8), (8, 8), (16, 16), (32, 32)])
+def test_preferred_round_follows_the_runtime(tmp_path, exact_timing, block, expected):
+    assert preferred_round(Synthetic(steps_of(block)), Cache(tmp_path / "latency.json"), verbose=False) == expected
+
+
+@pytest.mark.parametrize("shape", [
+    ConvShape((3, 3), (2, 2), (1, 1), (1, 1), 1, 16, 16, 1, True),
+    ConvShape((1, 1), (1, 1), (0, 0), (1, 1), 1, 8, 8, 2, False),
+    ConvShape((3, 3), (1, 1), (1, 1), (1, 1), 0, 16, 16, 1, True),  # depthwise
+])
+def test_one_conv_graph_is_the_conv_torch_runs(shape):
+    import onnxruntime as ort
+
+    cin, cout = (24, 24) if shape.groups == 0 else (24, 40)
+    sess = ort.InferenceSession(runtimes.conv_onnx(shape, cin, cout), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((shape.batch, cin, shape.height, shape.width), dtype=np.float32)
+    got = sess.run(None, {"x": x})[0]
+    groups = cin if shape.groups == 0 else shape.groups
+    conv = torch.nn.Conv2d(cin, cout, shape.kernel, shape.stride, shape.padding, shape.dilation, groups)
+    assert got.shape == tuple(conv(torch.from_numpy(x)).shape)
+    assert (got.min() >= -0.2785) == shape.act  # SiLU's minimum is -0.2785: the activation is there, or not
+
+
+def test_openvino_missing_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(UltraPruneError, match=r"pip install .ultra-prune\[openvino\]"):
+        runtimes.runtime_for("openvino")
+
+
+def test_openvino_runs_one_conv():
+    pytest.importorskip("openvino")
+    shape = ConvShape((3, 3), (1, 1), (1, 1), (1, 1), 1, 16, 16, 1, True)
+    run = runtimes.runtime_for("openvino").layer(shape, 16, 32)
+    out = run()
+    assert next(iter(out.values())).shape == (1, 32, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def real_cache(tmp_path_factory):
+    """One cache file for the tests that measure on the real onnxruntime (they then share its timings)."""
+    return tmp_path_factory.mktemp("latency") / "latency.json"
+
+
+def test_yolo_prune_by_latency_on_onnxruntime_reports_and_then_hits_the_cache(tmp_path, real_cache, monkeypatch,
+                                                                               mocker, one_thread):
+    from ultra_prune.api import prune
+    from ultra_prune.checkpoint import save_model
+
+    monkeypatch.setattr(latency, "cache_path", lambda: real_cache)
+    src = save_model(base("yolov8n.yaml"), tmp_path / "base.pt")
+    _, report = prune(src, prune=0.5, prune_by="latency", imgsz=IMGSZ, verbose=False)
+    assert report.prune_by == "latency" and report.prune_round in (8, 16, 32)
+    (pb, pa), (mb, ma) = report.latency_predicted, report.latency_measured
+    assert 0 < pa < pb and ma > 0 and mb > 0
+    saved = json.loads((tmp_path / "base_pruned_report.json").read_text())
+    assert saved["latency_measured"] == list(report.latency_measured) and "prediction error" in report.text()
+    timings = [mocker.spy(runtimes, "median_ms"), mocker.spy(runtimes, "interleaved_ms")]
+    _, again = prune(src, prune=0.5, prune_by="latency", imgsz=IMGSZ, verbose=False, prune_out=tmp_path / "b.pt")
+    assert [t.call_count for t in timings] == [0, 0]  # measures nothing
+    assert again.latency_predicted == report.latency_predicted and again.layers == report.layers
+
+
+def test_bad_latency_arguments():
+    from ultra_prune.args import validate
+
+    with pytest.raises(UltraPruneError, match=r"'latency_runtime=tflite' is not one of .*latency_runtime=onnxruntime"):
+        validate({"prune_by": "latency", "latency_runtime": "tflite"})
+    with pytest.raises(UltraPruneError, match=r"'latency_batch=0' is out of range"):
+        validate({"latency_batch": 0})
+    validate({"prune_round": "auto", "prune_by": "latency"})
