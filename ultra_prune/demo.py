@@ -11,28 +11,12 @@ from ultra_prune.errors import UltraPruneError
 
 
 def onnx_latencies_ms(onnx_paths, imgsz: int, rounds: int = 50, warmup: int = 10) -> list[float]:
-    """Median onnxruntime CPU latency (ms, batch 1, one intra-op thread) of each model of ``onnx_paths``, timed
-    interleaved in one process: every session is warmed up first, then each round runs every model once, in an
-    order that alternates between rounds, so the machine's load and clock weigh on all of them alike."""
-    import numpy as np
-    import onnxruntime as ort
+    """Median onnxruntime CPU latency (ms, batch 1, one thread) of each model of ``onnx_paths``, timed interleaved in
+    one process (``runtimes.interleaved_ms``), so the machine's load and clock weigh on all of them alike."""
+    from ultra_prune.runtimes import OnnxRuntime, interleaved_ms
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in onnx_paths]
-    x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
-    feeds = [{s.get_inputs()[0].name: x} for s in sessions]
-    for s, feed in zip(sessions, feeds):
-        for _ in range(warmup):
-            s.run(None, feed)
-    times = [[] for _ in sessions]
-    for r in range(rounds):
-        order = range(len(sessions)) if r % 2 == 0 else reversed(range(len(sessions)))
-        for i in order:
-            t = time.perf_counter()
-            sessions[i].run(None, feeds[i])
-            times[i].append((time.perf_counter() - t) * 1000)
-    return [float(np.median(t)) for t in times]
+    runtime = OnnxRuntime()
+    return interleaved_ms([runtime.session(p, (1, 3, imgsz, imgsz)) for p in onnx_paths], rounds, warmup)
 
 
 def _measure(weights, data, imgsz) -> dict:
