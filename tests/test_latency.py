@@ -161,17 +161,48 @@ def test_widths_a_runtime_runs_no_faster_at_are_skipped():
     assert len(keep[blocky]) == 64 and linear not in keep
 
 
-def steps_of(block: int):
-    def conv_ms(shape, cin, cout):
-        return 1e-3 * math.ceil(cin / block) * math.ceil(cout / block) * shape.kernel[0]
+class Blocky(Synthetic):
+    """A runtime whose whole models run 0.2 ms slower per conv with a width off its blocks of ``block`` channels
+    (a reorder its single-layer timings never show)."""
 
-    conv_ms.__name__ = f"blocks{block}"
-    return conv_ms
+    def __init__(self, block: int):
+        super().__init__()
+        self.block = block
+
+    def key(self):
+        return f"blocky {self.block}"
+
+    def models(self, models, imgsz, batch):
+        runs = super().models(models, imgsz, batch)
+        for run, m in zip(runs, models):
+            off = [c for c in convs(m, imgsz, batch) if c.in_channels % self.block or c.out_channels % self.block]
+            run.ms += 0.2 * len(off)
+        return runs
 
 
 @pytest.mark.parametrize("block, expected", [(1, 8), (8, 8), (16, 16), (32, 32)])
-def test_preferred_round_follows_the_runtime(tmp_path, exact_timing, block, expected):
-    assert preferred_round(Synthetic(steps_of(block)), Cache(tmp_path / "latency.json"), verbose=False) == expected
+def test_preferred_round_is_where_the_whole_model_runs_fastest(tmp_path, exact_timing, block, expected):
+    model = base("yolov8n.yaml")
+    cache = Cache(tmp_path / "latency.json")
+    assert preferred_round(Blocky(block), model, IMGSZ, cache=cache, verbose=False) == expected
+    rt = Blocky(block)
+    assert preferred_round(rt, model, IMGSZ, cache=Cache(tmp_path / "latency.json"), verbose=False) == expected
+    assert rt.layers == 0  # cached
+
+
+def test_an_unreachable_latency_budget_warns_once(tmp_path, exact_timing, monkeypatch, log):
+    from ultra_prune import api
+    from ultra_prune.checkpoint import save_model
+
+    monkeypatch.setattr(latency, "cache_path", lambda: tmp_path / "latency.json")
+    monkeypatch.setattr(runtimes, "runtime_for", lambda name, device=None: Synthetic())
+    src = save_model(base("yolov8n.yaml"), tmp_path / "base.pt")
+    api.prune(src, prune=0.5, prune_by="latency", prune_round=8, imgsz=IMGSZ, verbose=False)
+    assert not [m for m in log if "cannot be reached" in m]
+    api.prune(src, prune=0.99, prune_by="latency", prune_round=8, imgsz=IMGSZ, verbose=False,
+              prune_out=tmp_path / "b.pt")
+    (line,) = [m for m in log if "cannot be reached" in m]
+    assert "prune=0.99 prune_by=latency" in line and "prune_min=8, prune_round=8" in line
 
 
 @pytest.mark.parametrize("shape", [
@@ -239,3 +270,41 @@ def test_bad_latency_arguments():
     with pytest.raises(UltraPruneError, match=r"'latency_batch=0' is out of range"):
         validate({"latency_batch": 0})
     validate({"prune_round": "auto", "prune_by": "latency"})
+
+
+class Hidden(Synthetic):
+    """A runtime whose whole models run 2 ms slower when their convs take 40-60 % of ``full`` ms: a cost the per-layer
+    table and its fit (on copies at 65 % and 35 %) cannot see."""
+
+    def __init__(self, full: float):
+        super().__init__()
+        self.full = full
+
+    def key(self):
+        return "hidden"
+
+    def models(self, models, imgsz, batch):
+        runs = super().models(models, imgsz, batch)
+        for run in runs:
+            run.ms += 2.0 if 0.4 < (run.ms - BETA) / self.full < 0.6 else 0.0
+        return runs
+
+
+def test_a_pruning_that_measures_over_budget_is_made_again(tmp_path, exact_timing, monkeypatch, log):
+    from ultra_prune import api
+    from ultra_prune.checkpoint import save_model
+
+    monkeypatch.setattr(latency, "cache_path", lambda: tmp_path / "latency.json")
+    model = base("yolov8n.yaml")
+    full = sum(separable(s, c.in_channels, c.out_channels) for c, s in convs(model, IMGSZ).items())
+    monkeypatch.setattr(runtimes, "runtime_for", lambda name, device=None: Hidden(full))
+    table = LatencyTable(Hidden(full), 8, cache=Cache(tmp_path / "open.json"), verbose=False)
+    open_loop, _ = prune_model(model, 0.5, 8, 8, "latency", IMGSZ, latency=table.model)
+    before, after = (r.ms for r in Hidden(full).models([model, open_loop], IMGSZ, 1))
+    assert after / before > 0.5 * 1.02  # the table alone misses the budget
+    src = save_model(model, tmp_path / "base.pt")
+    pruned, report = api.prune(src, prune=0.5, prune_by="latency", prune_round=8, imgsz=IMGSZ, verbose=True)
+    before, after = report.latency_measured
+    assert after / before <= 0.5 * 1.02
+    assert (before, after) == tuple(r.ms for r in Hidden(full).models([model, pruned], IMGSZ, 1))
+    assert any("pruning again" in m for m in log)

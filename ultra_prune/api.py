@@ -98,6 +98,60 @@ def warn_short_of_target(source, target: PruneConfig, progress: float, reached: 
                        "prune= to prune further by importance")
 
 
+CORRECTIONS = 2  # prune_by=latency: how many times a pruning that measures over its budget is made again
+
+
+def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, verbose: bool = True):
+    """``prune_model`` under ``prune_by=latency``, checked on the runtime: ``(pruned, info, (ms before, ms
+    after))``. When the exported model measures more than 1.02x the budget (the runtime fuses or reorders what the
+    per-layer table cannot see), it is pruned again from ``model`` to a prediction lowered by that error, up to
+    ``CORRECTIONS`` times, or until the floors stop it."""
+    from ultralytics.utils import LOGGER, colorstr
+
+    from ultra_prune.logs import log
+    from ultra_prune.pruning import prune_model
+
+    goal, aim, best = 1 - cfg.ratio, cfg.ratio, None
+    for attempt in range(CORRECTIONS + 1):
+        pruned, info = prune_model(model, aim, cfg.round_to, cfg.floor, "latency", cfg.imgsz, importance=importance,
+                                   latency=table.model)
+        if not info["pruned"]:
+            return pruned, info, None
+        before, after = table.whole([model, pruned], cfg.imgsz)
+        (pb, pa), ratio = info["latency_ms"], after / before
+        if best is None or ratio < best[2][1] / best[2][0]:
+            best = pruned, info, (before, after)
+        else:  # pruning deeper measured slower: the runtime's own behaviour, not the table's error
+            break
+        if ratio <= goal * 1.02 or pa > (1 - aim) * pb * 1.001:  # met, or every layer at its floor
+            break
+        if attempt < CORRECTIONS:
+            aim = 1 - (1 - aim) * goal / ratio
+            if verbose:
+                LOGGER.info(f"{colorstr('ultra-prune:')} the pruned model measured {ratio:.3f} of the latency on "
+                            f"{cfg.runtime} for a predicted {pa / pb:.3f}; pruning again to a predicted "
+                            f"{1 - aim:.3f}")
+    pruned, info, (before, after) = best
+    (pb, pa), ratio = info["latency_ms"], after / before
+    if ratio > goal * 1.05 and pa <= (1 - cfg.ratio) * pb * 1.001:  # (the floors have their own warning)
+        log("warning", f"ultra-prune: the pruned model measured {ratio / goal:.2f}x its latency budget on "
+                       f"{cfg.runtime} (predicted {pa / pb:.3f} of the latency, measured {ratio:.3f}), re-pruned up "
+                       f"to {CORRECTIONS} times; ask for a larger prune= to get under it")
+    return best
+
+
+def warn_latency_floor(cfg: PruneConfig, before: float, after: float) -> None:
+    """One warning when a latency budget cannot be reached: every layer at its floor leaves more than it allows."""
+    from ultra_prune.logs import log
+
+    if after <= (1 - cfg.ratio) * before * 1.001:
+        return
+    log("warning", f"ultra-prune: prune={cfg.ratio:g} prune_by=latency cannot be reached on {cfg.runtime}: with every "
+                   f"layer at its floor (prune_min={cfg.floor}, prune_round={cfg.round_to}) the model keeps "
+                   f"{after / before:.1%} of its predicted latency. Lower prune_min= or prune_round= (widths off the "
+                   "runtime's preferred multiple may run slower than predicted), or ask for less")
+
+
 def importance_for(model, name: str, data, imgsz: int, batch: int, device=None) -> Importance:
     """The importance the user's ``prune_importance`` names ('auto': Taylor scores from ``data`` when given, else
     'l1'); Taylor scores are gathered from ``data`` here."""
@@ -164,7 +218,7 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     if recorded:  # the given values were checked above; the recorded ones come from a training run's args
         check_prune_args(cfg.ratio, cfg.round_to, cfg.floor)
         validate({k: getattr(cfg, a) for k, a in (("prune_by", "by"), ("latency_runtime", "runtime"))})
-    cfg = cfg.resolved(device)
+    cfg = cfg.resolved(model, device, verbose)
     table = None
     if cfg.by == "latency":
         from ultra_prune.latency import table_for
@@ -182,20 +236,25 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
                                    importance=Zeroed(), latency=latency)
     else:
         importance = importance_for(model, cfg.importance, data, cfg.imgsz, batch, device)
-        pruned, info = prune_model(model, cfg.ratio, cfg.round_to, cfg.floor, cfg.by, cfg.imgsz, importance=importance,
-                                   latency=latency)
+        if table is None:
+            pruned, info = prune_model(model, cfg.ratio, cfg.round_to, cfg.floor, cfg.by, cfg.imgsz,
+                                       importance=importance)
+        else:
+            pruned, info, measured = prune_to_measured(model, cfg, importance, table, verbose)
     if not info["pruned"]:
         if not recorded:
             LOGGER.info(f"{prefix} nothing to prune: every prunable layer is already at its floor "
                         f"(prune_min={cfg.floor}, prune_round={cfg.round_to}); no file written. "
                         "Lower prune_min= (or prune_round=) to prune further")
         return None, None
+    if table is not None and not recorded:
+        warn_latency_floor(cfg, *info["latency_ms"])
     report = PruneReport.build(model, pruned, info, cfg.ratio, cfg.round_to, cfg.floor, cfg.imgsz, cfg.by,
                                info["prune_importance"])
     if table is not None:
         report.latency_runtime = f"{cfg.runtime}, batch {cfg.batch}"
         report.latency_predicted = info["latency_ms"]
-        report.latency_measured = tuple(table.whole([model, pruned], cfg.imgsz))
+        report.latency_measured = measured if not recorded else tuple(table.whole([model, pruned], cfg.imgsz))
     if out is not None:
         save_model(pruned, out, ckpt, exist_ok)
         report.output = str(out)

@@ -58,9 +58,10 @@ class PruneConfig:
     runtime: str = "onnxruntime"
     batch: int = 1
 
-    def resolved(self, device=None) -> PruneConfig:
-        """This config with ``round_to='auto'`` made a number: under ``by='latency'`` the multiple the runtime
-        runs fastest at (``latency.preferred_round``, measured once per machine), else 8."""
+    def resolved(self, model=None, device=None, verbose: bool = True) -> PruneConfig:
+        """This config with ``round_to='auto'`` made a number: under ``by='latency'`` the channel multiple
+        ``model`` runs fastest at on the runtime (``latency.preferred_round``, measured once per machine and
+        model), else 8."""
         if self.round_to != "auto":
             return self
         if self.by != "latency":
@@ -68,7 +69,8 @@ class PruneConfig:
         from ultra_prune.latency import preferred_round
         from ultra_prune.runtimes import runtime_for
 
-        return replace(self, round_to=preferred_round(runtime_for(self.runtime, device)))
+        runtime = runtime_for(self.runtime, device)
+        return replace(self, round_to=preferred_round(runtime, model, self.imgsz, self.batch, verbose=verbose))
 
     @classmethod
     def of(cls, ratio: float, args: dict) -> PruneConfig:

@@ -8,8 +8,8 @@ whole-model timings: ``latency = alpha * sum(conv times) + beta``, from the mode
 
 Every timing is cached in ultralytics' settings folder (``latency.json`` in ``<settings dir>/ultra_prune``), keyed by
 runtime and version, device, batch, the layer's shape and widths (and, for the whole-model fit, the architecture and
-image size), so a second run measures nothing. ``preferred_round`` measures which channel multiples the runtime
-runs faster at (the ``prune_round=auto`` of ``prune_by=latency``).
+image size), so a second run measures nothing. ``preferred_round`` measures at which channel multiples the model runs
+fastest on the runtime (the ``prune_round=auto`` of ``prune_by=latency``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ultra_prune.pruning.cost import ConvShape, LatencyModel, convs
 
 CACHE_NAME = "latency.json"
 ROUNDS = (8, 16, 32)  # the prune_round candidates preferred_round chooses from
+PROBE_CUT = 0.3  # the share of latency preferred_round prunes at each rounding (where floors bind no rounding)
 
 
 def cache_path() -> Path:
@@ -228,40 +229,42 @@ def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 
 def table_for(cfg, device=None, verbose: bool = True) -> LatencyTable:
-    """The latency table a resolved ``args.PruneConfig`` names: its runtime, rounding and batch."""
+    """The latency table a resolved ``args.PruneConfig`` names: its runtime, rounding and batch (``device``: the
+    training device, for ``latency_runtime=torch``)."""
     from ultra_prune.runtimes import runtime_for
 
     return LatencyTable(runtime_for(cfg.runtime, device), cfg.round_to, cfg.batch, verbose=verbose)
 
 
-def preferred_round(runtime, cache: Cache | None = None, verbose: bool = True) -> int:
-    """The smallest of ``ROUNDS`` whose steps the runtime runs faster at: convs (1x1 and 3x3, 40x40 input) are
-    timed at 64..128 channels in steps of 8, and a rounding is taken when at least 3/4 of its steps (from a multiple
-    of it to the next lower one) save at least ``select.USEFUL`` of their proportional share of the time."""
-    from ultra_prune.pruning.select import USEFUL
+def preferred_round(runtime, model: nn.Module, imgsz: int, batch: int = 1, cache: Cache | None = None,
+                    verbose: bool = True) -> int:
+    """The smallest of ``ROUNDS`` at which ``model`` runs as fast as at any: ``model`` is pruned by ``PROBE_CUT`` of
+    its predicted latency at each rounding (BN |gamma| ranked), and the copies are exported and timed interleaved
+    with it; a rounding is taken when its copy is within 5 % of the fastest. A runtime that pads or reorders widths
+    off its blocks (OpenVINO on AVX-512 runs in blocks of 32) makes the finer roundings' copies slower than their
+    single-layer timings say."""
+    from ultralytics.utils import LOGGER, colorstr
+
+    from ultra_prune.pruning import prune_model
 
     cache = cache or Cache()
-    key, entry = runtime.key(), "preferred_round"
-    if cache.get(key, entry) is not None:
-        return int(cache.get(key, entry))
-    table = LatencyTable(runtime, 8, 1, cache, verbose)
-    widths = list(range(64, 129, 8))
-    probes = [ConvShape((k, k), (1, 1), (k // 2, k // 2), (1, 1), 1, 40, 40, 1, True) for k in (1, 3)]
-    points = [(s, 128, w) for s in probes for w in widths] + [(s, w, 128) for s in probes for w in widths]
-    table._time(points, "timing channel multiples")
-    choice = ROUNDS[-1]
+    fine = LatencyTable(runtime, ROUNDS[0], batch, cache, verbose)
+    key = f"round {fine._arch_key(model, imgsz)}"
+    if cache.get(fine.key, key) is not None:
+        return int(cache.get(fine.key, key))
+    fine.measure(model, imgsz)  # every multiple of 8: the coarser roundings' widths too
+    if verbose:
+        LOGGER.info(f"{colorstr('ultra-prune:')} timing the model pruned at channel multiples of "
+                    f"{'/'.join(map(str, ROUNDS))} on {runtime.name} (prune_round=auto)")
+    copies = []
     for r in ROUNDS:
-        good = total = 0
-        for s in probes:
-            for axis in (0, 1):
-                t = {w: cache.get(key, _shape_key(s, *((w, 128) if axis else (128, w)))) for w in widths}
-                per_channel = (t[128] - t[64]) / 64
-                for w in range(128, 64, -r):
-                    total += 1
-                    good += t[w] - t[w - r] >= USEFUL * per_channel * r
-        if good >= 0.75 * total:
-            choice = r
-            break
-    cache.put(key, entry, choice)
+        table = LatencyTable(runtime, r, batch, cache, verbose=False)
+        copies.append(prune_model(model, PROBE_CUT, r, 8, "latency", imgsz,
+                                  latency=lambda m, s, t=table: t._latency_model(m, s))[0])
+    from ultra_prune.runtimes import interleaved_ms
+
+    ms = interleaved_ms(runtime.models(copies, imgsz, batch), rounds=50)
+    choice = next(r for r, t in zip(ROUNDS, ms) if t <= 1.05 * min(ms))
+    cache.put(fine.key, key, choice)
     cache.save()
     return choice

@@ -179,13 +179,13 @@ class TargetSchedule(Part):
     def setup_end(self, trainer):
         """Resolve ``prune_round=auto`` (recorded in the run's args, so the checkpoint's own prune uses it) and,
         under ``prune_by=latency``, measure the model's latency table now, outside the training progress bar."""
+        from ultralytics.utils import RANK
+
         from ultra_prune.architecture import rank_zero_first
 
         with rank_zero_first():
-            self.cfg = self.cfg.resolved(trainer.device)
+            self.cfg = self.cfg.resolved(unwrap(trainer.model), trainer.device, verbose=RANK in {-1, 0})
             if self.cfg.by == "latency":
-                from ultralytics.utils import RANK
-
                 from ultra_prune.latency import table_for
 
                 table = table_for(self.cfg, trainer.device, verbose=RANK in {-1, 0})
