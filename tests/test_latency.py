@@ -308,3 +308,25 @@ def test_a_pruning_that_measures_over_budget_is_made_again(tmp_path, exact_timin
     assert after / before <= 0.5 * 1.02
     assert (before, after) == tuple(r.ms for r in Hidden(full).models([model, pruned], IMGSZ, 1))
     assert any("pruning again" in m for m in log)
+
+
+def test_sparsity_target_by_latency_trains_to_a_recorded_prune(tmp_path, data_yaml, real_cache, monkeypatch,
+                                                               one_thread):
+    from conftest import train_kwargs
+    from ultralytics import YOLO
+
+    from ultra_prune.api import prune
+
+    monkeypatch.setattr(latency, "cache_path", lambda: real_cache)
+    YOLO("yolov8n.yaml").train(data=str(data_yaml), **train_kwargs(tmp_path, "lat", epochs=2, sparsity_target=0.5,
+                                                                   prune_by="latency"))
+    last = tmp_path / "lat" / "weights" / "last.pt"
+    args = torch.load(last, map_location="cpu", weights_only=False)["train_args"]
+    assert args["prune_by"] == "latency" and args["prune_round"] in (8, 16, 32)  # auto, resolved and recorded
+    header, *rows = [[v.strip() for v in row.split(",")]
+                     for row in (tmp_path / "lat" / "results.csv").read_text().splitlines()]
+    assert float(rows[-1][header.index("sparsity/reached")]) >= 0.5 - 1e-6  # a share of the predicted latency
+    _, report = prune(last, verbose=False)  # the recorded target: the zeroed channels, counted in latency
+    assert report.prune_by == "latency" and report.prune_importance == "zeroed" and report.removed_channels > 0
+    (pb, pa), (mb, ma) = report.latency_predicted, report.latency_measured
+    assert pa <= 0.5 * pb * 1.001 and mb > 0 and ma > 0

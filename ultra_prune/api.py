@@ -78,6 +78,14 @@ def recorded_target(ckpt: dict) -> tuple[float, float] | None:
     return args["sparsity_target"], progress
 
 
+def removed_in_run(model) -> bool:
+    """Whether ``model`` comes from a ``prune_at_zero`` run that removed its zeroed channels itself."""
+    from ultra_prune.pruning import MARKER
+
+    history = (getattr(model, MARKER, None) or {}).get("history") or [{}]
+    return bool(history[-1].get("removed_in_run"))
+
+
 def warn_short_of_target(source, target: PruneConfig, progress: float, reached: float) -> None:
     """One warning when the channels a ``sparsity_target`` checkpoint has at zero fall short of its target (a
     checkpoint from before the run's zero point, e.g. an early best.pt or epochN.pt, or floors in the way)."""
@@ -211,6 +219,11 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     recorded = recorded_target(ckpt) if prune is None else None
     if prune is None and recorded is None:
         check_prune_args(prune)  # the one-line 'prune is missing' error
+    if recorded and removed_in_run(model):
+        LOGGER.info(f"{colorstr('ultra-prune:')} '{source}' is already pruned: its sparsity_target={recorded[0]:g} run "
+                    "removed the zeroed channels itself (prune_at_zero=True); nothing to do. Fine-tune it, or give "
+                    "prune= to prune it further")
+        return None, None
     # the given settings, else a sparsity_target run's own (else only its imgsz), else the defaults
     run = {k: v for k, v in (ckpt.get("train_args") or {}).items() if k in given and (recorded or k == "imgsz")}
     cfg = PruneConfig.of(recorded[0] if recorded else prune,

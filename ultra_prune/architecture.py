@@ -11,6 +11,11 @@ import torch
 from torch import nn
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP (``module``) or torch.compile (``_orig_mod``) wrapper."""
+    return getattr(model, "_orig_mod", getattr(model, "module", model))
+
+
 def reset_classes(model: nn.Module, nc: int) -> None:
     """Give a detection-style model (detect, segment, pose, obb) ``nc`` classes: new, freshly initialised class
     convs (and Proto26's semantic-segmentation conv); everything else kept."""
@@ -80,3 +85,53 @@ def write_pruned(pruned: nn.Module, report, trainer) -> None:
         report.output = str(save_model(pruned, trainer.wdir / "pruned.pt", exist_ok=True))
         report.save(trainer.save_dir / "prune_report.txt")
         report.save(trainer.save_dir / "prune_report.json")
+
+
+def swap_parameters(optimizer, old: nn.Module, new: nn.Module) -> None:
+    """Point ``optimizer`` at ``new``'s parameters in place of ``old``'s (same names; ``new`` a pruned copy), keeping
+    its groups, learning rates and schedule. The state (momentum, Adam moments) of a parameter whose shape changed
+    starts afresh; the others keep theirs."""
+    by_name = dict(new.named_parameters())
+    name_of = {id(p): n for n, p in old.named_parameters()}
+    for group in optimizer.param_groups:
+        params = []
+        for p in group["params"]:
+            q = by_name[name_of[id(p)]]
+            state = optimizer.state.pop(p, None)
+            if state is not None and q.shape == p.shape:
+                optimizer.state[q] = state
+            params.append(q)
+        group["params"] = params
+
+
+def remove_zeroed(trainer, prune_by: str, round_to: int, floor: int, imgsz: int, latency=None) -> dict | None:
+    """Remove the channels a ``sparsity_target`` run holds at exactly zero from ``trainer``'s model and its EMA, in
+    the middle of the run: both are pruned alike (exact: a channel with gamma = beta = 0 outputs nothing), the
+    optimizer is pointed at the new parameters with its schedule kept, and training goes on with the smaller model.
+    Returns the pruning's ``info`` (None when nothing was removed, or the two models would differ)."""
+    from ultra_prune.pruning import prune_model
+    from ultra_prune.pruning.importance import Zeroed
+
+    model, ema = unwrap(trainer.model), trainer.ema.ema
+
+    def pruned_copy(m):
+        criterion = getattr(m, "criterion", None)
+        m.criterion = None  # the criterion (a teacher inside, perhaps) is not copied: the run sets it afresh
+        try:
+            return prune_model(m, 0.0, round_to, floor, prune_by, imgsz, take_dead=True, importance=Zeroed(),
+                               latency=latency)
+        finally:
+            m.criterion = criterion
+
+    new, info = pruned_copy(model)
+    new_ema, ema_info = pruned_copy(ema)
+    if not info["pruned"] or info["widths_after"] != ema_info["widths_after"]:
+        return None
+    device = next(model.parameters()).device
+    new.to(device).train(model.training)
+    new_ema.to(device).eval()
+    for p in new_ema.parameters():
+        p.requires_grad_(False)
+    swap_parameters(trainer.optimizer, model, new)
+    trainer.model, trainer.ema.ema = new, new_ema
+    return info

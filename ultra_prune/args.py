@@ -16,6 +16,8 @@ ARGS = {
     "sparsity_beta": (0.0, "L1 strength on BatchNorm2d biases (beta)"),
     "sparsity_decay": (0.1, "lambda falls linearly to this fraction of its start over the run"),
     "sparsity_target": (0.0, "share of prunable channels (or of GFLOPs / latency, see prune_by) to drive to zero; 0 = off"),
+    "prune_at_zero": (False, "sparsity_target=: remove the chosen channels as soon as they reach zero and train the "
+                             "smaller model for the rest of the run (its last.pt and best.pt are pruned)"),
     "sparsity_mode": ("polar", "'polar' / 'prox' (soft-threshold after each step) or 'grad' (lambda*sign in the gradient)"),
     "prune": (0.0, "share of prunable channels (or of GFLOPs / latency, see prune_by) to remove; 0 = no pruning"),
     "prune_by": ("channels", "what prune= and sparsity_target= count: 'channels' (prunable channels), 'flops' "
@@ -138,6 +140,11 @@ def validate(args: dict) -> None:
                 "'sparsity_target' sets its own strength; it cannot be combined with 'sparsity'/'sparsity_beta' "
                 "(a manual lambda): drop sparsity= to train to the target, or drop sparsity_target= for the classic recipe"
             )
+    if get("prune_at_zero") not in (None, False, True):
+        raise UltraPruneError(f"'prune_at_zero={get('prune_at_zero')}' is not a boolean; use prune_at_zero=True")
+    if get("prune_at_zero") and not get("sparsity_target"):
+        raise UltraPruneError("'prune_at_zero=True' removes the channels a sparsity_target= run zeroes; add "
+                              "sparsity_target= (e.g. sparsity_target=0.5), or drop prune_at_zero=")
     if get("prune_by") is not None and get("prune_by") not in PRUNE_BY:
         raise UltraPruneError(f"'prune_by={get('prune_by')}' is not one of {PRUNE_BY}; use e.g. prune_by=flops")
     if get("prune_importance") is not None and get("prune_importance") not in PRUNE_IMPORTANCES:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ultra_prune.architecture import unwrap
 from ultra_prune.args import PruneConfig
 from ultra_prune.logs import log
 from ultra_prune.sparsity import BNSparsity, gamma_values, stats_of
@@ -22,10 +23,6 @@ STALL_EPOCHS = 3  # epochs after which manual sparse training that has not moved
 PREFIX = "ultra-prune:"
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DDP (``module``) or torch.compile (``_orig_mod``) wrapper."""
-    return getattr(model, "_orig_mod", getattr(model, "module", model))
-
 
 class Part:
     """One job of the trainer. Every hook does nothing unless a part overrides it."""
@@ -35,6 +32,9 @@ class Part:
 
     def setup_end(self, trainer) -> None:
         """After it: the model, its EMA, the optimizer and the loaders exist."""
+
+    def model_replaced(self, trainer) -> None:
+        """The trainer's model and EMA were just replaced by pruned copies (``prune_at_zero``)."""
 
     def optimizer_built(self, trainer, optimizer, model: nn.Module) -> None:
         """``optimizer`` was just built for ``model``."""
@@ -162,10 +162,12 @@ class ManualSparsity(Part):
 class TargetSchedule(Part):
     """``sparsity_target=``: the run's own gradients score every channel until OBSERVE of training, then the
     pruner's selection chooses the target's channels (again at each epoch start until FREEZE), and after every step
-    their γ and β follow the envelope to exactly 0 at ZERO, in the model and its EMA (``target.py``)."""
+    their γ and β follow the envelope to exactly 0 at ZERO, in the model and its EMA (``target.py``). With
+    ``remove``, the first epoch end past ZERO removes them from both, and the run trains the smaller model on."""
 
-    def __init__(self, cfg: PruneConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: PruneConfig, remove: bool = False):
+        self.cfg, self.remove = cfg, remove
+        self.removed = None  # once removed: the share of the budget the removal took (it is fixed from then on)
         self.target = SparsityTarget(cfg.ratio, cfg.by, cfg.round_to, cfg.floor, cfg.imgsz)
         self.batches = 0  # batches started in this epoch
         self.note = None  # the last choice, logged with the epoch's summary (never inside the progress bar)
@@ -197,7 +199,7 @@ class TargetSchedule(Part):
         """Make the first choice once OBSERVE of the run is past; ``again`` (an epoch start): also remake an
         existing one until FREEZE."""
         p, first = self.progress(trainer), not self.target.chosen
-        if p < OBSERVE or not (first or (again and p < FREEZE)):
+        if self.removed is not None or p < OBSERVE or not (first or (again and p < FREEZE)):
             return
         self.target.choose(unwrap(trainer.model))
         if first:  # a resumed run's weights already follow the envelope up to here
@@ -222,7 +224,7 @@ class TargetSchedule(Part):
         self.batches += 1
 
     def before_step(self, trainer, grad_scale):
-        if self.progress(trainer) < FREEZE:  # scores for the next choice
+        if self.removed is None and self.progress(trainer) < FREEZE:  # scores for the next choice
             self.target.observe(unwrap(trainer.model), grad_scale)
             self.choose(trainer, again=False)
 
@@ -231,23 +233,56 @@ class TargetSchedule(Part):
 
     def epoch_end(self, trainer):
         self.shrink(trainer)
+        if self.remove and self.removed is None and self.target.zeroed():
+            self.remove_channels(trainer)
+
+    def remove_channels(self, trainer) -> None:
+        """Prune the zeroed channels out of the model and its EMA now (``architecture.remove_zeroed``); the rest of
+        the run trains the smaller model, and its last.pt / best.pt are pruned checkpoints."""
+        import torch
+
+        from ultra_prune.architecture import remove_zeroed
+        from ultra_prune.pruning import MARKER
+
+        if torch.distributed.is_available() and torch.distributed.is_initialized() or hasattr(trainer.model, "_orig_mod"):
+            self.remove = False
+            log("warning", f"{PREFIX} prune_at_zero is not supported under DDP or compile=True yet: the chosen channels "
+                           "stay at zero and the run ends unpruned; prune its last.pt with yolo prune")
+            return
+        reached = self.target.reached(trainer.ema.ema)
+        before = sum(p.numel() for p in unwrap(trainer.model).parameters())
+        info = remove_zeroed(trainer, self.cfg.by, self.cfg.round_to, self.cfg.floor, self.cfg.imgsz,
+                             self.target.latency)
+        if info is None:
+            self.remove = False
+            log("warning", f"{PREFIX} prune_at_zero: the model and its EMA would prune differently; the chosen channels "
+                           "stay at zero and the run ends unpruned (prune its last.pt with yolo prune)")
+            return
+        self.removed, self.target.chosen = reached, {}
+        for m in (unwrap(trainer.model), trainer.ema.ema):
+            getattr(m, MARKER)["history"][-1]["removed_in_run"] = True
+        after = sum(p.numel() for p in unwrap(trainer.model).parameters())
+        trainer.run_parts("model_replaced")
+        self.note = (f"removed the {info['removed_channels']} zeroed channels after epoch {trainer.epoch + 1} "
+                     f"({before:,} -> {after:,} parameters); training the pruned model on")
 
     def keeps_best(self, trainer):
-        return self.target.zeroed()
+        return self.target.zeroed() or self.removed is not None
 
     def state(self):
         """The scores gathered since the last choice, the choice and the envelope's value: a resumed run then
         makes the choice an uninterrupted one makes."""
         t = self.target
         return {"taylor": {k: v.cpu() for k, v in t.taylor.items()}, "chosen": {k: v.cpu() for k, v in t.chosen.items()},
-                "scale": t.scale}
+                "scale": t.scale, "removed": self.removed}
 
     def resume(self, trainer, state):
         self.target.taylor = TaylorScores(state["taylor"])
         self.target.chosen, self.target.scale = dict(state["chosen"]), state["scale"]
+        self.removed = state.get("removed")
 
     def metrics(self, trainer, model):
-        reached = self.target.reached(model)
+        reached = self.target.reached(model) if self.removed is None else self.removed
         stats = {"sparsity/target": self.cfg.ratio, "sparsity/reached": reached, **self.gamma.epoch_stats(model)}
         self.groups = self.target.groups(model)
         if self.note:
@@ -285,14 +320,23 @@ class LogitDistillation(Part):
         trainer.args.distill_model = None
 
     def setup_end(self, trainer):
-        from ultra_prune.distill import DistillCriterion, load_teacher
+        from ultra_prune.distill import load_teacher
 
         trainer.args.distill_model = self.teacher
+        self.loaded = load_teacher(self.teacher, unwrap(trainer.model))
+        self.install(trainer)
+        trainer_log(f"{PREFIX} distilling from {self.teacher} (logit: class scores + box-edge distributions)")
+
+    def model_replaced(self, trainer):
+        self.install(trainer)
+
+    def install(self, trainer) -> None:
+        """The distillation criterion on the trainer's (student) model."""
+        from ultra_prune.distill import DistillCriterion
+
         model = unwrap(trainer.model)
         head = model.model[-1]
-        model.criterion = DistillCriterion(model.init_criterion(), load_teacher(self.teacher, model),
-                                           getattr(head, "reg_max", 16), head.nc)
-        trainer_log(f"{PREFIX} distilling from {self.teacher} (logit: class scores + box-edge distributions)")
+        model.criterion = DistillCriterion(model.init_criterion(), self.loaded, getattr(head, "reg_max", 16), head.nc)
 
 
 def trainer_log(message: str) -> None:
@@ -310,7 +354,7 @@ def parts_for(args) -> list[Part]:
         parts.append(ManualSparsity(args.sparsity, args.sparsity_beta, args.sparsity_decay, args.epochs,
                                     args.sparsity_mode))
     if args.sparsity_target:
-        parts.append(TargetSchedule(PruneConfig.of(args.sparsity_target, vars(args))))
+        parts.append(TargetSchedule(PruneConfig.of(args.sparsity_target, vars(args)), bool(args.prune_at_zero)))
     if args.distill_model and args.distill_loss == "logit":
         parts.append(LogitDistillation(args.distill_model))
     return parts

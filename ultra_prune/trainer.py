@@ -13,12 +13,12 @@ import functools
 from ultralytics.models import yolo
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, colorstr
 
-from ultra_prune.architecture import prune_for_training, reset_classes, trainable_copy, write_pruned
+from ultra_prune.architecture import prune_for_training, reset_classes, trainable_copy, unwrap, write_pruned
 from ultra_prune.args import EXTRA_DEFAULTS, resolve_distill_loss, validate
 from ultra_prune.checkpoint import TRAINING_STATE
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
-from ultra_prune.parts import parts_for, unwrap
+from ultra_prune.parts import parts_for
 from ultra_prune.pruning import is_pruned
 
 PREFIX = colorstr("ultra-prune:")
