@@ -144,6 +144,10 @@ ARG_CASES = {
     "prune_min_zero": ({"prune": 0.5, "prune_min": 0}, r"'prune_min=0' is out of range \[1, inf\).*prune_min=8"),
     "prune_min_negative": ({"prune": 0.5, "prune_min": -8}, r"'prune_min=-8' is out of range.*prune_min=8"),
     "resume_with_prune": ({"prune": 0.5, "resume": True}, r"'resume' cannot be combined with 'prune'.*drop prune="),
+    "latency_runtime_unknown": ({"prune": 0.5, "prune_by": "latency", "latency_runtime": "tflite"},
+                                r"'latency_runtime=tflite' is not one of .*latency_runtime=onnxruntime"),
+    "latency_batch_zero": ({"prune": 0.5, "prune_by": "latency", "latency_batch": 0},
+                           r"'latency_batch=0' is out of range \[1, inf\).*latency_batch=1"),
 }
 
 
