@@ -104,7 +104,7 @@ def prune_command(overrides: dict, words: list[str]) -> None:
     from ultra_prune.logs import log
 
     if "help" in words or "h" in words:
-        keys = [k for k in ARGS if k.startswith("prune")]
+        keys = [k for k in PRUNE_KEYS if k in ARGS]
         rows = "\n".join(f"        {k}={ARGS[k][0]!s:<8} {ARGS[k][1]}" for k in keys)
         LOGGER.info(PRUNE_HELP.format(args=rows, docs=docs()))
         return

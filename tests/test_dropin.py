@@ -247,7 +247,8 @@ def test_yolo_help_and_cfg_show_ultra_prune(log):
 def test_yolo_prune_help_prints_the_arguments(log):
     assert run_cli("prune help", log) == 0
     text = "\n".join(log)
-    assert "prune_by=" in text and "prune_importance=" in text and "_report.txt" in text
+    assert "prune_by=" in text and "prune_importance=" in text and "latency_runtime=" in text and "_report.txt" in text
+    assert "prune_at_zero" not in text  # a training key, not the prune mode's
     assert "missing" not in text and "ERROR" not in text
 
 
