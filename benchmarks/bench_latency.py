@@ -109,6 +109,7 @@ def accuracy(a) -> list[dict]:
     from ultra_prune.pruning.importance import Taylor
 
     out = Path(a.out).resolve()
+    common.REUSE = True  # finished runs in --out are kept (their pruned inputs too)
     data = hard_dataset(out / "data")
     kw = dict(optimizer="SGD", imgsz=128)
     runtime = runtime_for("onnxruntime")
@@ -124,6 +125,9 @@ def accuracy(a) -> list[dict]:
     def slim(weights, name, ratio, by):
         """Prune ``weights`` (Taylor scores from the data at the training size, the budget at --imgsz), then
         fine-tune; ``by='flops'``: at the GFLOPs share whose predicted latency is the latency arm's at ``ratio``."""
+        pruned_pt = out / f"{name}.pt"
+        if (out / name / "weights" / "last.pt").exists():
+            return train(pruned_pt, data, out, name, epochs=e1, **kw)  # done before (reused)
         model = checkpoint_model(weights)
         importance = Taylor(taylor_scores(model, str(data), 128, 16))
         if by == "flops":
@@ -136,7 +140,7 @@ def accuracy(a) -> list[dict]:
         else:
             pruned, _ = prune_model(model, ratio, round_to, 8, "latency", a.imgsz, importance=importance,
                                     latency=table.model)
-        pruned_pt = save_model(pruned, out / f"{name}.pt", exist_ok=True)
+        save_model(pruned, pruned_pt, exist_ok=True)
         return train(pruned_pt, data, out, name, epochs=e1, **kw)
 
     arms = {}

@@ -3,11 +3,11 @@
 Channels go in steps. A step takes a tie group (spaces that must keep equal counts) from one allowed kept count to
 the next lower one, removing the lowest-importance channels of each member. The allowed counts of a space of ``n``
 channels are ``n`` and the multiples of ``round_to`` from below ``n`` down to the floor (``floor`` rounded up, never
-below 1). The step whose channels have the smallest mean importance goes first; under a budget that ranks by cost
-(``Latency``) the step with the smallest summed importance per unit of cost saved goes first (the greedy order of
-a knapsack, as in HALP), and a step that saves under ``USEFUL`` of its share of the group's cost is joined to the
-next one (widths a runtime runs no faster at are skipped). **Ties:** equal step scores go to the group that comes
-first in the graph, equal channel scores to the lower channel index.
+below 1). The step whose channels have the smallest mean importance goes first. Under a budget that ``joins``
+(``Latency``) a step that saves under ``USEFUL`` of its proportional share of the group's cost is joined to the
+next one, so widths a runtime runs no faster at are skipped (ranking by importance per ms saved instead, HALP's
+knapsack order, scored lower on held-out mAP at equal latency: benchmarks/README.md). **Ties:** equal step scores
+go to the group that comes first in the graph, equal channel scores to the lower channel index.
 
 **Rounding:** steps are taken until the budget's share of its total is removed, so the result removes at least the
 budget and at most one step (``round_to`` channels of each member of one group) more; less only when every group is
@@ -27,15 +27,15 @@ from ultra_prune.pruning.graph import Space
 from ultra_prune.pruning.importance import Importance
 
 
-USEFUL = 0.3  # a cost-ranked step saving less than this share of its proportional cost is joined to the next
+USEFUL = 0.3  # under a joining budget, a step saving less than this share of its proportional cost joins the next
 
 
 class Budget(Protocol):
-    """What to remove: ``ratio`` of ``total(spaces)``, each step saving ``remove(space, n)``; ``by_cost``: steps are
-    ranked by importance per unit saved (``saving(space, n)`` says what a step would save)."""
+    """What to remove: ``ratio`` of ``total(spaces)``, each step saving ``remove(space, n)``; ``joins``: steps that
+    save too little are joined to the next (``saving(space, n)`` says what a step would save)."""
 
     ratio: float
-    by_cost: bool
+    joins: bool
 
     def total(self, spaces: list[Space]) -> float: ...
 
@@ -45,7 +45,7 @@ class Budget(Protocol):
 class Channels:
     """``ratio`` of the prunable channels (each space's channels once)."""
 
-    by_cost = False
+    joins = False
 
     def __init__(self, ratio: float):
         self.ratio = ratio
@@ -60,7 +60,7 @@ class Channels:
 class Flops:
     """``ratio`` of the FLOPs counted by ``cost`` (a ``cost.FlopsModel`` of the model the spaces come from)."""
 
-    by_cost = False
+    joins = False
 
     def __init__(self, ratio: float, cost):
         self.ratio, self.cost = ratio, cost
@@ -76,9 +76,9 @@ class Flops:
 
 
 class Latency(Flops):
-    """``ratio`` of the latency predicted by ``cost`` (a ``cost.LatencyModel``), ranked by importance per ms."""
+    """``ratio`` of the latency predicted by ``cost`` (a ``cost.LatencyModel``); steps that save too little join."""
 
-    by_cost = True
+    joins = True
 
 
 def keep_count(n: int, kept: int, round_to: int, floor: int) -> int:
@@ -119,17 +119,17 @@ def select(spaces: list[Space], budget: Budget, importance: Importance, round_to
     goal = budget.ratio * budget.total(spaces)
     at = {i: 0 for i in range(len(units))}
     steps = [_steps(u[0].size, round_to, floor) for u in units]
-    by_cost = getattr(budget, "by_cost", False)
-    share = {}  # cost-ranked: each group's cost per channel, full width to floor, at the start
-    if by_cost:
+    joins = getattr(budget, "joins", False)
+    share = {}  # joining: each group's cost per channel, full width to floor, at the start
+    if joins:
         for i, u in enumerate(units):
             n = steps[i][0] - steps[i][-1]
             share[i] = sum(budget.saving(s, n) for s in u) / n if n else 0.0
 
     def span(i: int) -> int:
-        """How many allowed counts the group's next step goes down (more than 1 when joined, cost-ranked only)."""
+        """How many allowed counts the group's next step goes down (more than 1 when joined)."""
         j = 1
-        if by_cost:
+        if joins:
             while at[i] + j + 1 < len(steps[i]):
                 n = steps[i][at[i]] - steps[i][at[i] + j]
                 if sum(budget.saving(s, n) for s in units[i]) >= USEFUL * share[i] * n:
@@ -140,11 +140,7 @@ def select(spaces: list[Space], budget: Budget, importance: Importance, round_to
     def step_score(i: int) -> tuple[float, int]:
         j = span(i)
         u, lo, hi = units[i], steps[i][at[i] + j], steps[i][at[i]]
-        imp = sum(score[id(s)][s.size - hi : s.size - lo].sum().item() for s in u)
-        if not by_cost:
-            return imp / (len(u) * (hi - lo)), j
-        saved = sum(budget.saving(s, hi - lo) for s in u)
-        return (imp / saved if saved > 0 else math.inf) if imp > 0 else 0.0, j
+        return sum(score[id(s)][s.size - hi : s.size - lo].sum().item() for s in u) / (len(u) * (hi - lo)), j
 
     heap = [(*step_score(i), i) for i in range(len(units)) if len(steps[i]) > 1]
     heap = [(sc, i, j) for sc, j, i in heap]
@@ -152,7 +148,7 @@ def select(spaces: list[Space], budget: Budget, importance: Importance, round_to
     removed = 0.0
     while heap and (removed < goal - 1e-9 or (take_dead and heap[0][0] == 0)):
         sc, i, j = heapq.heappop(heap)
-        if by_cost:  # what a step saves changes as its neighbours shrink: re-score it (a lazy greedy)
+        if joins:  # what a step saves changes as its neighbours shrink: join and score it again (a lazy greedy)
             sc, j = step_score(i)
             if heap and sc > heap[0][0] + 1e-12 and not (take_dead and sc == 0):
                 heapq.heappush(heap, (sc, i, j))
