@@ -191,6 +191,18 @@ def test_preferred_round_is_where_the_whole_model_runs_fastest(tmp_path, exact_t
     assert rt.layers == 0  # cached
 
 
+def test_preferred_round_is_finer_where_its_floors_stop_the_budget(tmp_path, exact_timing, monkeypatch):
+    from ultra_prune.latency import floor_share
+
+    monkeypatch.setattr(latency, "_fastest_round", lambda *a: 32)  # the runtime runs multiples of 32 fastest
+    model, cache = base("yolov8n.yaml"), Cache(tmp_path / "latency.json")
+    share = {r: floor_share(model, LatencyTable(Synthetic(), r, cache=cache, verbose=False), 8, IMGSZ)
+             for r in (8, 16, 32)}
+    assert share[8] < share[16] < share[32]  # coarser multiples keep more at the floors
+    for reach, want in ((1 - share[32] - 1e-9, 32), (1 - share[16] - 1e-9, 16), (1 - share[8] - 1e-9, 8), (0.999, 8)):
+        assert preferred_round(Synthetic(), model, IMGSZ, cache=cache, verbose=False, reach=reach) == want
+
+
 def test_an_unreachable_latency_budget_warns_once(tmp_path, exact_timing, monkeypatch, log):
     from ultra_prune import api
     from ultra_prune.checkpoint import save_model

@@ -63,7 +63,7 @@ class PruneConfig:
     def resolved(self, model=None, device=None, verbose: bool = True) -> PruneConfig:
         """This config with ``round_to='auto'`` made a number: under ``by='latency'`` the channel multiple
         ``model`` runs fastest at on the runtime (``latency.preferred_round``, measured once per machine and
-        model), else 8."""
+        model), or a finer one where its floors would not let ``ratio`` of the latency go; else 8."""
         if self.round_to != "auto":
             return self
         if self.by != "latency":
@@ -72,7 +72,8 @@ class PruneConfig:
         from ultra_prune.runtimes import runtime_for
 
         runtime = runtime_for(self.runtime, device)
-        return replace(self, round_to=preferred_round(runtime, model, self.imgsz, self.batch, verbose=verbose))
+        return replace(self, round_to=preferred_round(runtime, model, self.imgsz, self.batch, verbose=verbose,
+                                                      reach=self.ratio, floor=self.floor))
 
     @classmethod
     def of(cls, ratio: float, args: dict) -> PruneConfig:

@@ -237,17 +237,35 @@ def table_for(cfg, device=None, verbose: bool = True) -> LatencyTable:
 
 
 def preferred_round(runtime, model: nn.Module, imgsz: int, batch: int = 1, cache: Cache | None = None,
-                    verbose: bool = True) -> int:
+                    verbose: bool = True, reach: float = 0.0, floor: int = 8) -> int:
     """The smallest of ``ROUNDS`` at which ``model`` runs as fast as at any: ``model`` is pruned by ``PROBE_CUT`` of
     its predicted latency at each rounding (BN |gamma| ranked), and the copies are exported and timed interleaved
     with it; a rounding is taken when its copy is within 5 % of the fastest. A runtime that pads or reorders widths
     off its blocks (OpenVINO on AVX-512 runs in blocks of 32) makes the finer roundings' copies slower than their
-    single-layer timings say."""
+    single-layer timings say. ``reach``: when the floors at that rounding (``floor``, rounded up to it) cannot remove
+    this share of the latency, the coarsest finer rounding that can (else the finest)."""
+    cache = cache or Cache()
+    choice = _fastest_round(runtime, model, imgsz, batch, cache, verbose)
+    for r in sorted((r for r in ROUNDS if r <= choice), reverse=True):
+        if floor_share(model, LatencyTable(runtime, r, batch, cache, verbose), floor, imgsz) <= 1 - reach:
+            return r
+    return ROUNDS[0]
+
+
+def floor_share(model: nn.Module, table: LatencyTable, floor: int, imgsz: int) -> float:
+    """The share of its predicted latency ``model`` keeps with every layer at its floor (at ``table``'s rounding)."""
+    from ultra_prune.pruning import prune_model
+
+    before, after = prune_model(model, 0.999, table.round_to, floor, "latency", imgsz,
+                                latency=table.model)[1]["latency_ms"]
+    return after / before
+
+
+def _fastest_round(runtime, model: nn.Module, imgsz: int, batch: int, cache: Cache, verbose: bool) -> int:
     from ultralytics.utils import LOGGER, colorstr
 
     from ultra_prune.pruning import prune_model
 
-    cache = cache or Cache()
     fine = LatencyTable(runtime, ROUNDS[0], batch, cache, verbose)
     key = f"round {fine._arch_key(model, imgsz)}"
     if cache.get(fine.key, key) is not None:
