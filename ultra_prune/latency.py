@@ -190,16 +190,15 @@ class LatencyTable:
 
     def whole(self, models: list, imgsz: int, rounds: int = 50) -> list[float]:
         """The measured latency in ms of each of ``models`` on the runtime: exported and timed interleaved, the
-        median of ``rounds`` rounds after warm-up; all of them again unless every one is in the cache."""
+        median of ``rounds`` rounds after warm-up (cached for this very list of architectures)."""
         from ultra_prune.runtimes import interleaved_ms
 
-        keys = [f"whole {self._arch_key(m, imgsz)}" for m in models]
-        cached = [self.cache.get(self.key, k) for k in keys]
-        if None not in cached:
-            return cached
+        key = "whole " + hashlib.sha1(" ".join(self._arch_key(m, imgsz) for m in models).encode()).hexdigest()
+        cached = self.cache.get(self.key, key)
+        if cached is not None:
+            return list(cached)
         measured = interleaved_ms(self.runtime.models(models, imgsz, self.batch), rounds)
-        for k, ms in zip(keys, measured):
-            self.cache.put(self.key, k, ms)
+        self.cache.put(self.key, key, measured)
         self.cache.save()
         self.measured += len(models)
         return measured
