@@ -16,7 +16,7 @@ Prints mAP50-95 after the last epoch of each arm, one table. Needs the benchmark
 torch-pruning`` for the Torch-Pruning arm (skipped without it). Not a test: about an hour on a 2-core CPU.
 
     python benchmarks/bench_recipes.py [--data hard|easy] [--cuts 0.5 0.7 0.3] [--base-epochs 20] [--epochs 20]
-                                       [--optimizer SGD]
+                                       [--optimizer SGD] [--arms NAME ...]
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def main():
     ap.add_argument("--base-epochs", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=20, help="epochs of every arm after the base (even)")
     ap.add_argument("--optimizer", default="SGD")
+    ap.add_argument("--arms", nargs="+", help="only these arms (names as in the table), e.g. 'one-shot' 'one run'")
     ap.add_argument("--out", default="runs/bench_recipes")
     ap.add_argument("--reuse", action="store_true", help="keep runs whose last.pt already exists in --out")
     a = ap.parse_args()
@@ -82,6 +83,8 @@ def main():
 
             arms = {"Torch-Pruning": lambda: tp_arm(base, data, out, cut, a, kw)[1], **arms}
         for name, arm in arms.items():
+            if a.arms and name not in a.arms:
+                continue
             weights = arm()
             row = {"cut": cut, "arm": name, "gflops_cut": 1 - gflops(checkpoint_model(weights), IMGSZ) / g0,
                    "map": map50_95(weights, data)}
