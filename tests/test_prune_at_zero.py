@@ -4,7 +4,6 @@ pruned last.pt and best.pt."""
 
 from __future__ import annotations
 
-import copy
 from types import SimpleNamespace
 
 import pytest
@@ -22,8 +21,11 @@ from ultra_prune.target import ZERO, SparsityTarget
 def zeroed_trainer():
     """A stand-in trainer: yolov8n with half its channels driven to zero by a sparse target (model and EMA), and
     an SGD optimizer with momentum that has taken one step."""
+    from ultralytics.utils.torch_utils import ModelEMA
+
     model = build("yolov8n.yaml").train()
-    ema = copy.deepcopy(model).eval()
+    holder = ModelEMA(model, updates=5)
+    ema = holder.ema
     target = SparsityTarget(0.5, imgsz=IMGSZ)
     target.choose(model)
     target.step([model, ema], ZERO + 0.01)
@@ -33,8 +35,9 @@ def zeroed_trainer():
     for p in model.parameters():
         p.grad = torch.full_like(p, 1e-3)
     optimizer.step()
+    holder.update(model)  # as after every step (ultralytics 8.4 keeps the tensor pairs of its first update)
     target.step([model, ema], ZERO + 0.02)  # held at zero after the step, as in training
-    return SimpleNamespace(model=model, ema=SimpleNamespace(ema=ema), optimizer=optimizer), target
+    return SimpleNamespace(model=model, ema=holder, optimizer=optimizer), target
 
 
 def test_removal_is_exact_and_the_optimizer_follows_the_new_parameters():
@@ -71,6 +74,11 @@ def test_removal_is_exact_and_the_optimizer_follows_the_new_parameters():
     before = [p.detach().clone() for p in new.parameters()]
     trainer.optimizer.step()
     assert all(not torch.equal(a, b) for a, b in zip(before, new.parameters()))
+    # the EMA follows the new model from here on, with its update count carried over
+    assert trainer.ema.updates == 6
+    ema_before = [p.detach().clone() for p in trainer.ema.ema.parameters()]
+    trainer.ema.update(new)
+    assert sum(not torch.equal(a, b) for a, b in zip(ema_before, trainer.ema.ema.parameters())) > 0.9 * len(ema_before)
 
 
 def test_prune_at_zero_needs_a_target():

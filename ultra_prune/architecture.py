@@ -127,11 +127,9 @@ def remove_zeroed(trainer, prune_by: str, round_to: int, floor: int, imgsz: int,
     new_ema, ema_info = pruned_copy(ema)
     if not info["pruned"] or info["widths_after"] != ema_info["widths_after"]:
         return None
-    device = next(model.parameters()).device
-    new.to(device).train(model.training)
-    new_ema.to(device).eval()
-    for p in new_ema.parameters():
-        p.requires_grad_(False)
+    new.to(next(model.parameters()).device).train(model.training)
     swap_parameters(trainer.optimizer, model, new)
-    trainer.model, trainer.ema.ema = new, new_ema
+    ema = type(trainer.ema)(new, updates=trainer.ema.updates)  # as ultralytics' own resume rebuilds it
+    ema.ema.load_state_dict(new_ema.state_dict())
+    trainer.model, trainer.ema = new, ema
     return info
