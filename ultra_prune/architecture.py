@@ -115,13 +115,15 @@ def remove_zeroed(trainer, prune_by: str, round_to: int, floor: int, imgsz: int,
     model, ema = unwrap(trainer.model), trainer.ema.ema
 
     def pruned_copy(m):
-        criterion = getattr(m, "criterion", None)
-        m.criterion = None  # the criterion (a teacher inside, perhaps) is not copied: the run sets it afresh
+        # the criterion (a teacher inside, perhaps) is not copied: the copy has none, and builds its own when first
+        # asked for a loss (ultralytics 8.2 checks that the attribute exists, 8.4 that it is not None)
+        criterion = vars(m).pop("criterion", None)
         try:
             return prune_model(m, 0.0, round_to, floor, prune_by, imgsz, take_dead=True, importance=Zeroed(),
                                latency=latency)
         finally:
-            m.criterion = criterion
+            if criterion is not None:
+                m.criterion = criterion
 
     new, info = pruned_copy(model)
     new_ema, ema_info = pruned_copy(ema)
