@@ -92,7 +92,6 @@ class LatencyTable:
         self.cache = cache or Cache()
         self.key = runtime.key()
         self.axes: dict[tuple, tuple[list, list, list, list]] = {}  # (shape, full cin, full cout) -> widths, times
-        self.fits: dict[str, tuple[float, float]] = {}  # architecture key -> (alpha, beta)
         self.measured = 0  # timings taken (not from the cache) by this table
 
     def _time(self, points: list[tuple[ConvShape, int, int]], what: str) -> None:
