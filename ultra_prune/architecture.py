@@ -104,29 +104,30 @@ def swap_parameters(optimizer, old: nn.Module, new: nn.Module) -> None:
         group["params"] = params
 
 
-def remove_zeroed(trainer, prune_by: str, round_to: int, floor: int, imgsz: int, latency=None) -> dict | None:
-    """Remove the channels a ``sparsity_target`` run holds at exactly zero from ``trainer``'s model and its EMA, in
-    the middle of the run: both are pruned alike (exact: a channel with gamma = beta = 0 outputs nothing), the
-    optimizer is pointed at the new parameters with its schedule kept, and training goes on with the smaller model.
-    Returns the pruning's ``info`` (None when nothing was removed, or the two models would differ)."""
-    from ultra_prune.pruning import prune_model
-    from ultra_prune.pruning.importance import Zeroed
+@contextlib.contextmanager
+def without_criterion(model: nn.Module):
+    """``model`` with its criterion attribute (a teacher inside, perhaps) taken off for the block, so a copy made
+    there has none and builds its own when first asked for a loss (ultralytics 8.2 checks that the attribute
+    exists, 8.4 that it is not None)."""
+    criterion = vars(model).pop("criterion", None)
+    try:
+        yield model
+    finally:
+        if criterion is not None:
+            model.criterion = criterion
 
+
+def replace_pruned(trainer, prune_copy) -> dict | None:
+    """Replace ``trainer``'s model and its EMA by ``prune_copy(model)`` and ``prune_copy(ema)`` (each
+    ``(pruned copy, info)`` as ``prune_model`` returns) in the middle of a run: the optimizer is pointed at the new
+    parameters with its schedule kept, the EMA is rebuilt around the new model, and training goes on with the
+    smaller one. Returns the model's ``info``; None (nothing replaced) when nothing was removed or the two would
+    have different widths."""
     model, ema = unwrap(trainer.model), trainer.ema.ema
-
-    def pruned_copy(m):
-        # the criterion (a teacher inside, perhaps) is not copied: the copy has none, and builds its own when first
-        # asked for a loss (ultralytics 8.2 checks that the attribute exists, 8.4 that it is not None)
-        criterion = vars(m).pop("criterion", None)
-        try:
-            return prune_model(m, 0.0, round_to, floor, prune_by, imgsz, take_dead=True, importance=Zeroed(),
-                               latency=latency)
-        finally:
-            if criterion is not None:
-                m.criterion = criterion
-
-    new, info = pruned_copy(model)
-    new_ema, ema_info = pruned_copy(ema)
+    with without_criterion(model):
+        new, info = prune_copy(model)
+    with without_criterion(ema):
+        new_ema, ema_info = prune_copy(ema)
     if not info["pruned"] or info["widths_after"] != ema_info["widths_after"]:
         return None
     new.to(next(model.parameters()).device).train(model.training)
@@ -135,3 +136,14 @@ def remove_zeroed(trainer, prune_by: str, round_to: int, floor: int, imgsz: int,
     ema.ema.load_state_dict(new_ema.state_dict())
     trainer.model, trainer.ema = new, ema
     return info
+
+
+def remove_zeroed(trainer, prune_by: str, round_to: int, floor: int, imgsz: int, latency=None) -> dict | None:
+    """Remove the channels a ``sparsity_target`` run holds at exactly zero from ``trainer``'s model and its EMA, in
+    the middle of the run (``replace_pruned``; exact: a channel with gamma = beta = 0 outputs nothing). Returns the
+    pruning's ``info`` (None when nothing was removed, or the two models would differ)."""
+    from ultra_prune.pruning import prune_model
+    from ultra_prune.pruning.importance import Zeroed
+
+    return replace_pruned(trainer, lambda m: prune_model(m, 0.0, round_to, floor, prune_by, imgsz, take_dead=True,
+                                                         importance=Zeroed(), latency=latency))
