@@ -7,9 +7,10 @@ import sys
 HELP = """ultra-prune — network slimming for Ultralytics YOLO
 
     ultra-prune demo [out=ultra_prune_demo] [epochs=1.0] [data=DATA.yaml] [model=yolov8n.yaml] [imgsz=128]
-                     [sparsity_target=0.5] [prune_by=channels] [exist_ok=False]
-        base training -> sparse training -> pruning -> fine-tuning -> ONNX, on a generated dataset by default;
-        'epochs' scales every stage (1.0 = 20/10/10 epochs).
+                     [recipe=oneshot] [prune=0.5] [prune_by=flops] [exist_ok=False]
+        base training -> one run that prunes and fine-tunes (recipe=classic: sparse training -> pruning ->
+        fine-tuning) -> ONNX, on a generated dataset by default; 'epochs' scales every stage (1.0 = 20 base
+        epochs, then 20 more).
 
     ultra-prune prune model=sparse.pt [prune=0.5] [prune_by=channels] [prune_importance=auto] [prune_round=auto]
                       [prune_min=8] [prune_out=PATH] [exist_ok=False] [data=DATA.yaml] [imgsz=640] [prune_onnx=False]
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "demo":
             from ultra_prune.demo import run
 
-            allowed = {"out", "epochs", "data", "model", "imgsz", "sparsity_target", "prune_by", "batch", "exist_ok"}
+            allowed = {"out", "epochs", "data", "model", "imgsz", "recipe", "prune", "prune_by", "batch", "exist_ok"}
             unknown = sorted(set(kwargs) - allowed)
             if unknown:
                 raise UltraPruneError(f"unknown demo argument(s) {unknown}; valid: {sorted(allowed)}")
