@@ -97,6 +97,7 @@ class SlimTrainer:
         if self.args.prune and not self.args.resume:
             model, report = prune_for_training(model, self.args, self.device, verbose=RANK in {-1, 0})
             if report is not None:
+                self.args.prune_round = report.prune_round  # 'auto' as it was resolved, recorded in train_args
                 write = functools.partial(write_pruned, model, report)
                 if RANK == -1 and getattr(self, "ddp", False):  # the DDP launch clears the run folder first: the
                     self.add_callback("on_pretrain_routine_start", write)  # workers get this callback (8.4.140+)
