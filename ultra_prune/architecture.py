@@ -46,15 +46,18 @@ def trainable_copy(pruned: nn.Module) -> nn.Module:
 
 @contextlib.contextmanager
 def rank_zero_first():
-    """Under DDP, rank 0 runs the block before the other ranks do (they then find its latency measurements in the
-    cache, so every rank chooses the same channels); a single process just runs it."""
+    """Under DDP, rank 0 runs the block before the other ranks do, and hands them its latency measurements
+    (``latency.share_measurements``), so every rank finds them cached and chooses the same channels; a single
+    process just runs it."""
+    from ultra_prune.latency import share_measurements
+
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     first = not dist or torch.distributed.get_rank() == 0
     if not first:
-        torch.distributed.barrier()
+        share_measurements()
     yield
     if dist and first:
-        torch.distributed.barrier()
+        share_measurements()
 
 
 def prune_for_training(model: nn.Module, args, device, verbose: bool = True):

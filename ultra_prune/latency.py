@@ -35,6 +35,27 @@ def cache_path() -> Path:
     return Path(USER_CONFIG_DIR) / "ultra_prune" / CACHE_NAME
 
 
+# What this process measured (or was given by DDP rank 0), per cache file: a later Cache of the same file finds it
+# even where the file could not be written.
+MEASURED: dict[str, dict] = {}
+
+
+def _merge(into: dict, entries: dict) -> None:
+    for runtime, values in entries.items():
+        into.setdefault(runtime, {}).update(values)
+
+
+def share_measurements() -> None:
+    """Under DDP (a collective call: every rank makes it once): every rank gets what rank 0 measured in this
+    process, filed under its own cache path, so the ranks time nothing and agree even where the settings folder is
+    not writable or not shared."""
+    import torch.distributed as dist
+
+    box = [MEASURED.get(str(cache_path()), {}) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, 0)
+    _merge(MEASURED.setdefault(str(cache_path()), {}), box[0])
+
+
 class Cache:
     """The measured timings on disk: ``{runtime key: {entry key: value}}``, rewritten atomically on ``save``."""
 
@@ -44,6 +65,7 @@ class Cache:
             self.data = json.loads(self.path.read_text())
         except (OSError, ValueError):
             self.data = {}
+        _merge(self.data, MEASURED.get(str(self.path), {}))
         self.dirty = False
 
     def get(self, runtime: str, key: str):
@@ -51,6 +73,7 @@ class Cache:
 
     def put(self, runtime: str, key: str, value) -> None:
         self.data.setdefault(runtime, {})[key] = value
+        MEASURED.setdefault(str(self.path), {}).setdefault(runtime, {})[key] = value
         self.dirty = True
 
     def save(self) -> None:
@@ -64,8 +87,7 @@ class Cache:
             disk = json.loads(self.path.read_text())
         except (OSError, ValueError):
             disk = {}
-        for runtime, entries in self.data.items():
-            disk.setdefault(runtime, {}).update(entries)
+        _merge(disk, self.data)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.path, lambda tmp: Path(tmp).write_text(json.dumps(disk)))
