@@ -10,13 +10,17 @@ GFLOPs cut (at the training imgsz, as ultralytics counts), with the same optimiz
   one run         : one command, ``yolo train model=base.pt epochs=E sparsity_target=<cut> prune_by=flops
                     prune_at_zero=True`` (the chosen channels reach zero at 40 % of the run and are removed then; the
                     same run trains the smaller model on, one learning-rate schedule)
+  progressive     : one command ``train(prune=<cut/K> prune_by=flops)`` for all E epochs, and K-1 more prunings of
+                    cut/K of the base's GFLOPs each (Taylor scores of the EMA from 32 batches) at epoch ends spread
+                    over the first 40 % of the run, in the same run (K = 4; a trainer callback here, not an option)
   ... + teacher   : the same with ``distill_model=<full width>`` (logit distillation) in every training stage
 
 Prints mAP50-95 after the last epoch of each arm, one table. Needs the benchmark-only extra ``pip install
 torch-pruning`` for the Torch-Pruning arm (skipped without it). Not a test: about an hour on a 2-core CPU.
 
     python benchmarks/bench_recipes.py [--data hard|easy] [--cuts 0.5 0.7 0.3] [--base-epochs 20] [--epochs 20]
-                                       [--optimizer SGD] [--arms NAME ...]
+                                       [--optimizer SGD] [--base PATH]
+                                       [--arms NAME ...]
 """
 
 from __future__ import annotations
@@ -48,13 +52,56 @@ def one_run(base, data, out, cut, a, kw, teacher=None):
                  prune_at_zero=True, **extra, **kw)
 
 
+STEPS = 4  # the progressive arm's prunings
+
+
+def progressive_steps(cut: float, epochs: int, steps: int = STEPS) -> tuple[float, dict]:
+    """The progressive arm's schedule: the share the run's own ``prune=`` removes first, and epoch index -> the
+    share of the then-current GFLOPs to remove at that epoch's end, so the k-th pruning brings the cut to k/steps
+    of ``cut`` (each removes at least its share, so the whole cut is reached)."""
+    at = {max(0, round(epochs * 0.4 * j / (steps - 1)) - 1): (cut / steps) / (1 - cut * j / steps)
+          for j in range(1, steps)}
+    if len(at) < steps - 1:
+        raise ValueError(f"{epochs} epochs are too few for {steps} prunings in the first 40 % of the run")
+    return cut / steps, at
+
+
+def progressive(base, data, out, cut, a, kw, teacher=None):
+    """``train(prune=cut/K, prune_by=flops)`` for all E epochs, pruning on at ``progressive_steps``' epoch ends."""
+    from ultra_prune.architecture import replace_pruned, without_criterion
+    from ultra_prune.calibrate import taylor_scores
+    from ultra_prune.pruning import prune_model
+    from ultra_prune.pruning.importance import Taylor
+
+    epochs = 2 * a.sparse_epochs
+    first, at = progressive_steps(cut, epochs)
+
+    def prune_on(trainer):
+        if trainer.epoch not in at:
+            return
+        with without_criterion(trainer.ema.ema) as ema:
+            scores = taylor_scores(ema, data, IMGSZ, batch=16, device="cpu")
+        info = replace_pruned(trainer, lambda m: prune_model(m, at[trainer.epoch], prune_by="flops", imgsz=IMGSZ,
+                                                             importance=Taylor(scores)))
+        if info is None:
+            raise RuntimeError(f"progressive pruning at epoch {trainer.epoch + 1}: model and EMA would differ")
+        trainer.run_parts("model_replaced")
+        print(f"progressive: pruned {info['removed_channels']} channels after epoch {trainer.epoch + 1}", flush=True)
+
+    extra = {"distill_model": str(teacher)} if teacher else {}
+    name = f"progressive{'_teacher' if teacher else ''}_{cut:g}"
+    return train(base, data, out, name, callbacks={"on_train_epoch_end": prune_on}, epochs=epochs, prune=first,
+                 prune_by="flops", **extra, **kw)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", choices=["hard", "easy"], default="hard")
     ap.add_argument("--cuts", type=float, nargs="+", default=[0.5, 0.7, 0.3])
     ap.add_argument("--base-epochs", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=20, help="epochs of every arm after the base (even)")
-    ap.add_argument("--optimizer", default="SGD")
+    ap.add_argument("--optimizer", default="SGD", help="of every arm after the base (the base trains with SGD)")
+    ap.add_argument("--base", help="start from this checkpoint (e.g. another run's base) instead of training one")
     ap.add_argument("--arms", nargs="+", help="only these arms (names as in the table), e.g. 'one-shot' 'one run'")
     ap.add_argument("--out", default="runs/bench_recipes")
     ap.add_argument("--reuse", action="store_true", help="keep runs whose last.pt already exists in --out")
@@ -64,7 +111,8 @@ def main():
     common.REUSE = a.reuse
     data = hard_dataset(out / "data") if a.data == "hard" else common.dataset(out / "data")
     kw = dict(optimizer=a.optimizer, imgsz=IMGSZ)
-    base = train("yolov8n.yaml", data, out, "base", epochs=a.base_epochs, **kw)
+    base = Path(a.base) if a.base else train("yolov8n.yaml", data, out, "base", epochs=a.base_epochs,
+                                             **{**kw, "optimizer": "SGD"})
     full = unpruned(base, data, out, a, kw)
     g0 = gflops(checkpoint_model(base), IMGSZ)
     head = {"base": map50_95(base, data), "full width": map50_95(full, data)}
@@ -77,7 +125,9 @@ def main():
                 "one-shot": lambda: one_shot(base, data, out, cut, a, kw),
                 "one-shot + teacher": lambda: one_shot(base, data, out, cut, a, kw, teacher=full),
                 "one run": lambda: one_run(base, data, out, cut, a, kw),
-                "one run + teacher": lambda: one_run(base, data, out, cut, a, kw, teacher=full)}
+                "one run + teacher": lambda: one_run(base, data, out, cut, a, kw, teacher=full),
+                "progressive": lambda: progressive(base, data, out, cut, a, kw),
+                "progressive + teacher": lambda: progressive(base, data, out, cut, a, kw, teacher=full)}
         if have_tp:
             from bench_vs_torch_pruning import tp_arm
 
@@ -92,7 +142,8 @@ def main():
             print(json.dumps(row), flush=True)
             (out / "results.json").write_text(json.dumps({**head, "rows": rows}, indent=2))
     names = list(dict.fromkeys(r["arm"] for r in rows))
-    print(f"\n{a.data} built-in data, {IMGSZ} px, yolov8n base of {a.base_epochs} epochs (mAP50-95 {head['base']:.3f}); "
+    origin = a.base if a.base else f"of {a.base_epochs} SGD epochs"
+    print(f"\n{a.data} built-in data, {IMGSZ} px, yolov8n base {origin} (mAP50-95 {head['base']:.3f}); "
           f"every arm {a.epochs} epochs after it, optimizer={a.optimizer}; full width for as long: "
           f"{head['full width']:.3f}\n")
     print("| GFLOPs cut | " + " | ".join(names) + " |")

@@ -32,8 +32,9 @@ def hard_dataset(root, n_train=600, n_val=150, imgsz=128) -> Path:
 REUSE = False  # a benchmark's --reuse: a run that finished (its last.pt stripped) is not trained again
 
 
-def train(model, data, project, name, **kw) -> Path:
-    """Train quietly on the CPU; return last.pt (with REUSE, an existing one as it is)."""
+def train(model, data, project, name, callbacks=None, **kw) -> Path:
+    """Train quietly on the CPU (with ``callbacks``, event -> function, added to the model's); return last.pt (with
+    REUSE, an existing one as it is)."""
     from ultralytics import YOLO
 
     last = Path(project) / name / "weights" / "last.pt"
@@ -41,7 +42,10 @@ def train(model, data, project, name, **kw) -> Path:
         return last
     args = dict(imgsz=128, batch=16, workers=0, device="cpu", plots=False, verbose=False, exist_ok=True,
                 project=str(project), name=name, amp=False, seed=0, deterministic=True)
-    YOLO(str(model)).train(data=str(data), **{**args, **kw})
+    yolo = YOLO(str(model))
+    for event, fn in (callbacks or {}).items():
+        yolo.add_callback(event, fn)
+    yolo.train(data=str(data), **{**args, **kw})
     return last
 
 
