@@ -46,12 +46,12 @@ def _merge(into: dict, entries: dict) -> None:
 
 
 def share_measurements() -> None:
-    """Under DDP (a collective call: every rank makes it once): every rank gets what rank 0 measured in this
-    process, filed under its own cache path, so the ranks time nothing and agree even where the settings folder is
-    not writable or not shared."""
+    """Under DDP (a collective call: every rank makes it once): every rank gets the timings rank 0 has (its cache
+    file and what it measured in this process), filed under its own cache path, so the ranks time nothing and agree
+    even where the settings folder is not writable or not shared."""
     import torch.distributed as dist
 
-    box = [MEASURED.get(str(cache_path()), {}) if dist.get_rank() == 0 else None]
+    box = [Cache().data if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(box, 0)
     _merge(MEASURED.setdefault(str(cache_path()), {}), box[0])
 
