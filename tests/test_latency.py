@@ -114,7 +114,6 @@ def test_a_second_table_on_the_same_cache_measures_nothing(tmp_path, exact_timin
     assert rt.layers == 0 and third.measured == 3  # the model and its two fitting copies
 
 
-
 def test_a_cache_that_cannot_be_written_keeps_its_measurements_in_the_process(tmp_path, exact_timing):
     (tmp_path / "taken").write_text("a file where the cache folder would go")
     path = tmp_path / "taken" / "latency.json"
