@@ -20,12 +20,13 @@ torch-pruning`` for the Torch-Pruning arm (skipped without it). Not a test: abou
 
     python benchmarks/bench_recipes.py [--data hard|easy] [--cuts 0.5 0.7 0.3] [--base-epochs 20] [--epochs 20]
                                        [--optimizer SGD] [--base PATH]
-                                       [--arms NAME ...]
+                                       [--arms NAME ...] [--zeros Z ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 from pathlib import Path
@@ -44,12 +45,34 @@ def one_shot(base, data, out, cut, a, kw, teacher=None):
     return train(base, data, out, name, epochs=2 * a.sparse_epochs, prune=cut, prune_by="flops", **extra, **kw)
 
 
-def one_run(base, data, out, cut, a, kw, teacher=None):
-    """``train(sparsity_target=cut, prune_by=flops, prune_at_zero=True)`` for all E epochs."""
+def one_run(base, data, out, cut, a, kw, teacher=None, zero=None):
+    """``train(sparsity_target=cut, prune_by=flops, prune_at_zero=True)`` for all E epochs (with ``zero``, the
+    chosen channels reach zero at that share of the run instead of ``target.ZERO``)."""
     extra = {"distill_model": str(teacher)} if teacher else {}
-    name = f"onerun{'_teacher' if teacher else ''}_{cut:g}"
-    return train(base, data, out, name, epochs=2 * a.sparse_epochs, sparsity_target=cut, prune_by="flops",
-                 prune_at_zero=True, **extra, **kw)
+    name = f"onerun{'_teacher' if teacher else ''}{f'_zero{zero:g}' if zero else ''}_{cut:g}"
+    with zero_at(zero):
+        return train(base, data, out, name, epochs=2 * a.sparse_epochs, sparsity_target=cut, prune_by="flops",
+                     prune_at_zero=True, **extra, **kw)
+
+
+@contextlib.contextmanager
+def zero_at(zero: float | None):
+    """Move the ``sparsity_target`` schedule so the chosen channels reach zero at ``zero`` of the run, its other
+    points scaled with it (first choice at zero/4, last at 3*zero/4); None: the schedule as shipped."""
+    from ultra_prune import parts, target
+
+    if zero is None:
+        yield
+        return
+    shipped = {k: getattr(target, k) for k in ("OBSERVE", "FREEZE", "ZERO")}
+    moved = {"OBSERVE": zero / 4, "FREEZE": 3 * zero / 4, "ZERO": zero}
+    try:
+        for module in (target, parts):
+            vars(module).update(moved)
+        yield
+    finally:
+        for module in (target, parts):
+            vars(module).update(shipped)
 
 
 STEPS = 4  # the progressive arm's prunings
@@ -103,6 +126,9 @@ def main():
     ap.add_argument("--optimizer", default="SGD", help="of every arm after the base (the base trains with SGD)")
     ap.add_argument("--base", help="start from this checkpoint (e.g. another run's base) instead of training one")
     ap.add_argument("--arms", nargs="+", help="only these arms (names as in the table), e.g. 'one-shot' 'one run'")
+    ap.add_argument("--zeros", type=float, nargs="+", default=[],
+                    help="also the one-run arm with the chosen channels at zero at these shares of the run (e.g. 0.2 "
+                         "0.6; the shipped schedule reaches zero at 0.4), as arms 'one run, zero at Z'")
     ap.add_argument("--out", default="runs/bench_recipes")
     ap.add_argument("--reuse", action="store_true", help="keep runs whose last.pt already exists in --out")
     a = ap.parse_args()
@@ -128,6 +154,8 @@ def main():
                 "one run + teacher": lambda: one_run(base, data, out, cut, a, kw, teacher=full),
                 "progressive": lambda: progressive(base, data, out, cut, a, kw),
                 "progressive + teacher": lambda: progressive(base, data, out, cut, a, kw, teacher=full)}
+        for z in a.zeros:
+            arms[f"one run, zero at {z:g}"] = lambda z=z: one_run(base, data, out, cut, a, kw, zero=z)
         if have_tp:
             from bench_vs_torch_pruning import tp_arm
 
