@@ -108,9 +108,9 @@ def target_run(tmp_path_factory, data_yaml) -> SimpleNamespace:
 
 def test_target_both_ranks_choose_the_same_channels_and_prune_exactly(target_run, tmp_path):
     """At every (re)choice both ranks choose the same channels (sha1 of the indices); the saved last.pt has exactly
-    those at zero, results.csv reaches the target, and pruning it (its recorded target) is exact. (A channel budget takes
-    the same path with another count, which test_select.py checks alike for both; what DDP could break, the ranks'
-    agreement, is the same for both.)"""
+    those at zero, results.csv reaches the target, and pruning it (its recorded target) is exact. (A channel budget
+    takes the same path with another count, which test_select.py checks alike for both; what DDP could break, the
+    ranks' agreement, is the same for both.)"""
     assert_ranks_in_step(target_run.log)
     chosen = events(target_run.log, "choose")
     assert sorted(chosen) == [0, 1]
@@ -257,9 +257,10 @@ def test_fine_tuning_a_pruned_checkpoint_keeps_its_architecture(target_run, tmp_
 
 
 def test_one_shot_prune_by_latency_of_a_yaml_model_under_ddp(tmp_path, data_yaml):
-    """``YOLO('yolov8n.yaml').train(prune=0.5 prune_by=latency)`` (each rank builds the model from the yaml) where the latency cache cannot be written (its folder's name is taken by a
-    file): rank 0 measures the latency table and ``prune_round=auto`` and hands its measurements to the other rank,
-    which measures nothing of its own, and both train one pruned architecture whose predicted latency is half."""
+    """``YOLO('yolov8n.yaml').train(prune=0.5 prune_by=latency)`` (each rank builds the model from the yaml) where
+    the latency cache cannot be written (its folder's name is taken by a file): rank 0 measures the latency table and
+    ``prune_round=auto`` and hands its measurements to the other rank, which measures nothing of its own, and both
+    train one pruned architecture whose predicted latency is half."""
     import json
 
     cfg = tmp_path / "cfg"  # the workers' settings folder (YOLO_CONFIG_DIR)
