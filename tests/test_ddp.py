@@ -173,8 +173,8 @@ def test_manual_sparsity_is_applied_once_per_step_in_ddp(mode, tmp_path, data_ya
     gives S(2 lam) ~ 2 S(lam) (measured: grad 0.0044 -> 0.0083, prox 0.060 -> 0.120). The test asks the DDP run for
     S within 15 % of the single process's (measured: grad +0.03 %, prox +0.01 %): closer to lam than to 2 lam or 0 by
     a wide margin. As every gamma takes the same L1 step, each gamma must also match the single process's to 2 fp16
-    steps near 1 (the saved checkpoints are fp16). Both ranks end the epoch with identical gamma and beta (DDP never re-syncs parameters, so a rank applying the
-    term differently would show here)."""
+    steps near 1 (the saved checkpoints are fp16). Both ranks end the epoch with identical gamma and beta (DDP never
+    re-syncs parameters, so a rank applying the term differently would show here)."""
     from ultralytics import YOLO
 
     run = ddp_run(tmp_path, "yolov8n.yaml", manual_kwargs(tmp_path, "ddp", data_yaml, mode))
