@@ -100,3 +100,36 @@ def test_select_take_dead_removes_every_zero_step_beyond_the_budget():
     keep = select([a], Channels(0.0), Scores({id(a): scores}), round_to=8, floor=1, take_dead=True)
     assert keep[a].tolist() == list(range(24, 32))
     assert select([a], Channels(0.0), Scores({id(a): scores}), round_to=8, floor=1) == {}
+
+
+class Table:
+    """A joining budget (like ``Latency``): each space's cost is a table over its width, ``remove`` narrows it."""
+
+    joins = True
+
+    def __init__(self, ratio, cost):
+        self.ratio, self.cost, self.width = ratio, cost, {}
+
+    def total(self, spaces):
+        return sum(self.cost[s.size] for s in spaces)
+
+    def saving(self, space, n):
+        w = self.width.get(id(space), space.size)
+        return self.cost[w] - self.cost[w - n]
+
+    def remove(self, space, n):
+        saved = self.saving(space, n)
+        self.width[id(space)] = self.width.get(id(space), space.size) - n
+        return saved
+
+
+def test_select_take_dead_removes_zero_channels_a_joined_step_would_skip():
+    # 32 -> 24 saves nothing on this "runtime", so a latency-like budget joins it to 24 -> 16; the 8 zeroed
+    # channels still go (lossless), the live ones of the joined step stay
+    a = Space(32, producers=[(None, 0)])
+    scores = torch.cat([torch.zeros(8), torch.ones(24)])
+    cost = {32: 10.0, 24: 10.0, 16: 4.0, 8: 2.0}
+    keep = select([a], Table(0.0, cost), Scores({id(a): scores}), round_to=8, floor=1, take_dead=True)
+    assert keep[a].tolist() == list(range(8, 32))
+    joined = select([a], Table(0.1, cost), Scores({id(a): scores}), round_to=8, floor=1)
+    assert len(joined[a]) == 16  # without dead channels to take, the step is the joined one

@@ -108,7 +108,7 @@ def select(spaces: list[Space], budget: Budget, importance: Importance, round_to
     ``budget`` is removed (see the module's rounding and tie rules), lowest ``importance`` first.
 
     ``take_dead``: also take every further step whose channels all score 0 (removing them is lossless: the channels
-    a sparse-target run zeroed, whatever order their steps come in).
+    a sparse-target run zeroed, whatever order their steps come in; such a step is never joined to the next).
     """
     units = _units(spaces)
     order, score = {}, {}
@@ -137,10 +137,15 @@ def select(spaces: list[Space], budget: Budget, importance: Importance, round_to
                 j += 1
         return j
 
+    def mean_score(i: int, j: int) -> float:
+        u, lo, hi = units[i], steps[i][at[i] + j], steps[i][at[i]]
+        return sum(score[id(s)][s.size - hi : s.size - lo].sum().item() for s in u) / (len(u) * (hi - lo))
+
     def step_score(i: int) -> tuple[float, int]:
         j = span(i)
-        u, lo, hi = units[i], steps[i][at[i] + j], steps[i][at[i]]
-        return sum(score[id(s)][s.size - hi : s.size - lo].sum().item() for s in u) / (len(u) * (hi - lo)), j
+        if j > 1 and take_dead and mean_score(i, 1) == 0:  # dead channels go one count at a time, never joined
+            return 0.0, 1
+        return mean_score(i, j), j
 
     heap = [(*step_score(i), i) for i in range(len(units)) if len(steps[i]) > 1]
     heap = [(sc, i, j) for sc, j, i in heap]
