@@ -47,7 +47,7 @@ def _why_not() -> str | None:
     return f"this ultralytics' DDP path differs from 8.4.190's ({why}); ddp_support cannot run it on CPUs" if why else None
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))]
 
 
 def ddp_run(tmp: Path, model, kwargs: dict, callbacks=("count",), tag="run", **env) -> SimpleNamespace:

@@ -12,6 +12,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("recipe, stages", [("oneshot", ["base", "pruned", "fine-tuned"]),
                                             ("classic", ["base", "sparse", "pruned", "fine-tuned"])])
 def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, data_yaml, recipe, stages):
