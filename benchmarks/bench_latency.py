@@ -3,6 +3,7 @@
     python benchmarks/bench_latency.py budget   [--models yolov8n.yaml ...] [--runtimes onnxruntime openvino]
                                                 [--cuts 0.3 0.5 0.7] [--imgsz 320]
     python benchmarks/bench_latency.py accuracy [--base-epochs 20] [--finetune-epochs 10] [--imgsz 320]
+                                                [--cuts 0.5] [--families v8 26]
 
 ``budget`` (no training): every model is built from yaml with seeded random BatchNorm scales, saved, and pruned the
 way ``yolo prune model=m.pt prune=<cut> prune_by=latency`` prunes it (``api.prune``: BN |gamma| ranking,
@@ -13,10 +14,12 @@ measured latency ratios, measured / budget (goal <= 1.05), the time of the first
 ``prune_round=auto``, the layers and the whole-model fit) and of a second one (cached), and the machine's load
 average before and after.
 
-``accuracy`` (training, the harder built-in data at 128 px, SGD, one base per family): at the same measured
-latency (at ``--imgsz``, the deployment size), ``prune_by=latency`` against ``prune_by=flops`` (both Taylor-ranked
-on the data, both fine-tuned the same epochs), the unpruned yolov8n trained the same total epochs, and yolov8s slimmed
-to yolov8n's measured latency. Writes ``accuracy.png`` (mAP50-95 against measured latency) and ``accuracy.json``.
+``accuracy`` (training, the harder built-in data at 128 px, SGD, one base per model): ``prune_by=latency`` of
+yolov8n at each cut against ``prune_by=flops`` at the GFLOPs share whose exported model measures as fast (bisected on
+onnxruntime timings at ``--imgsz``, the deployment size, each candidate interleaved with the latency arm's model);
+both Taylor-ranked on the data and fine-tuned the same epochs. Per family (``--families v8 26``): the unpruned n
+model trained the same total epochs, and the s model slimmed to the n model's measured latency. Writes
+``accuracy.png`` (mAP50-95 against measured latency) and ``accuracy.json``.
 """
 
 from __future__ import annotations
@@ -101,6 +104,9 @@ def budget(a) -> list[dict]:
     return rows
 
 
+FAMILIES = {"v8": ("yolov8n.yaml", "yolov8s.yaml"), "26": ("yolo26n.yaml", "yolo26s.yaml")}
+
+
 def accuracy(a) -> list[dict]:
     from common import checkpoint_model, hard_dataset, map50_95, train
 
@@ -115,40 +121,59 @@ def accuracy(a) -> list[dict]:
     runtime = runtime_for("onnxruntime")
     cache = Cache(out / "latency_onnxruntime.json")  # this benchmark's own measurements, not the user's cache
     e0, e1 = a.base_epochs, a.finetune_epochs
-    base_n = train("yolov8n.yaml", data, out, "n_base", epochs=e0, **kw)
-    base_s = train("yolov8s.yaml", data, out, "s_base", epochs=e0, **kw)
-    round_to = a.round or preferred_round(runtime, checkpoint_model(base_n), a.imgsz, cache=cache, verbose=False)
-    table = LatencyTable(runtime, round_to, cache=cache, verbose=False)
-    plain_n = train("yolov8n.yaml", data, out, "n_plain", epochs=e0 + e1, **kw)
-    lat_n, lat_s = table.whole([checkpoint_model(base_n), checkpoint_model(base_s)], a.imgsz)
 
-    def slim(weights, name, ratio, by):
+    def table_of(model) -> LatencyTable:
+        """The latency table at the rounding ``prune_round=auto`` picks for ``model`` (or --round)."""
+        round_to = a.round or preferred_round(runtime, model, a.imgsz, cache=cache, verbose=False)
+        return LatencyTable(runtime, round_to, cache=cache, verbose=False)
+
+    def measured_ratio(model, reference) -> float:
+        """``model``'s measured latency over ``reference``'s, both exported and timed interleaved."""
+        ms = interleaved_ms(runtime.models([model, reference], a.imgsz, 1), rounds=50)
+        return ms[0] / ms[1]
+
+    def slim(weights, name, ratio=None, like=None):
         """Prune ``weights`` (Taylor scores from the data at the training size, the budget at --imgsz), then
-        fine-tune; ``by='flops'``: at the GFLOPs share whose predicted latency is the latency arm's at ``ratio``."""
+        fine-tune. ``ratio``: ``prune_by=latency`` of the table's latency. ``like`` (a pruned .pt): ``prune_by=flops``
+        at the GFLOPs share whose exported model runs as fast as ``like``'s, bisected on measured timings."""
         pruned_pt = out / f"{name}.pt"
         if (out / name / "weights" / "last.pt").exists():
             return train(pruned_pt, data, out, name, epochs=e1, **kw)  # done before (reused)
         model = checkpoint_model(weights)
         importance = Taylor(taylor_scores(model, str(data), 128, 16))
-        if by == "flops":
-            want, lo, hi = table.model(model, a.imgsz).total * (1 - ratio), 0.0, 0.95
-            for _ in range(12):
+        if like is not None:
+            reference, lo, hi, tried = checkpoint_model(like), 0.0, 0.95, []
+            for _ in range(8):
                 mid = (lo + hi) / 2
                 p, _ = prune_model(model, mid, 8, 8, "flops", a.imgsz, importance=importance)
-                lo, hi = (mid, hi) if table.model(p, a.imgsz).latency() > want else (lo, mid)
-            pruned, _ = prune_model(model, hi, 8, 8, "flops", a.imgsz, importance=importance)
+                r = measured_ratio(p, reference)
+                tried.append((abs(r - 1), mid, r, p))
+                lo, hi = (mid, hi) if r > 1 else (lo, mid)
+            _, share, r, pruned = min(tried, key=lambda t: t[0])
+            print(f"{name}: prune={share:.3f} prune_by=flops runs at {r:.3f}x {like.name}'s measured latency",
+                  flush=True)
         else:
-            pruned, _ = prune_model(model, ratio, round_to, 8, "latency", a.imgsz, importance=importance,
-                                    latency=table.model)
+            pruned, _ = prune_model(model, ratio, (t := table_of(model)).round_to, 8, "latency", a.imgsz,
+                                    importance=importance, latency=t.model)
         save_model(pruned, pruned_pt, exist_ok=True)
         return train(pruned_pt, data, out, name, epochs=e1, **kw)
 
     arms = {}
-    for cut in a.cuts:
-        arms[f"n latency -{cut:.0%}"] = slim(base_n, f"n_latency_{cut}", cut, "latency")
-        arms[f"n flops, latency of -{cut:.0%}"] = slim(base_n, f"n_flops_{cut}", cut, "flops")
-    arms["s latency = n's"] = slim(base_s, "s_to_n", 1 - lat_n / lat_s, "latency")
-    arms["n plain"], arms["n base"], arms["s base"] = plain_n, base_n, base_s
+    for family in a.families:
+        n_yaml, s_yaml = FAMILIES[family]
+        n, s = n_yaml[:-5].removeprefix("yolo"), s_yaml[:-5].removeprefix("yolo")
+        base_n = train(n_yaml, data, out, f"{n}_base", epochs=e0, **kw)
+        base_s = train(s_yaml, data, out, f"{s}_base", epochs=e0, **kw)
+        lat_n, lat_s = table_of(checkpoint_model(base_n)).whole([checkpoint_model(base_n), checkpoint_model(base_s)],
+                                                                a.imgsz)
+        if family == a.families[0]:
+            for cut in a.cuts:
+                arms[f"{n} latency -{cut:.0%}"] = slim(base_n, f"{n}_latency_{cut}", ratio=cut)
+                arms[f"{n} flops, as fast as -{cut:.0%}"] = slim(base_n, f"{n}_flops_{cut}",
+                                                                 like=out / f"{n}_latency_{cut}.pt")
+        arms[f"{s} latency = {n}'s"] = slim(base_s, f"{s}_to_{n}", ratio=1 - lat_n / lat_s)
+        arms[f"{n} plain"] = train(n_yaml, data, out, f"{n}_plain", epochs=e0 + e1, **kw)
+        arms[f"{n} base"], arms[f"{s} base"] = base_n, base_s
     ms = interleaved_ms(runtime.models([checkpoint_model(w) for w in arms.values()], a.imgsz, 1), rounds=100)
     rows = []
     print(f"load average: {os.getloadavg()[0]:.2f}")
@@ -170,9 +195,9 @@ def plot(rows, path, imgsz) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    kinds = {"prune_by=latency": lambda r: r["arm"].startswith("n latency"),
-             "prune_by=flops": lambda r: "flops" in r["arm"],
-             "unpruned, and s slimmed to n's latency": lambda r: r["arm"].startswith(("n plain", "n base", "s "))}
+    kinds = {"prune_by=latency": lambda r: " latency -" in r["arm"],
+             "prune_by=flops": lambda r: " flops" in r["arm"],
+             "unpruned, and s slimmed to n's latency": lambda r: r["arm"].endswith(("plain", "base", "'s"))}
     for (label, pick), marker in zip(kinds.items(), "os*"):
         sel = [r for r in rows if pick(r)]
         ax.scatter([r["ms"] for r in sel], [r["map"] for r in sel], marker=marker, label=label)
@@ -191,6 +216,8 @@ def main():
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino"])
     ap.add_argument("--cuts", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    ap.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
+                    help="accuracy: the n/s model pairs (the latency and flops arms prune the first family's n)")
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--round", type=int, default=0, help="prune_round (default: auto, measured per model)")
     ap.add_argument("--base-epochs", type=int, default=20)
