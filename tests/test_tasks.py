@@ -211,7 +211,6 @@ def data_root(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.long
 @pytest.mark.parametrize("task", sorted(MODELS))
 def test_task_pipeline(task, data_root, tmp_path):
     """sparse training to a target -> one-shot prune + fine-tune -> resume -> plain ultralytics, for each task."""
