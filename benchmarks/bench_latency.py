@@ -153,8 +153,9 @@ def accuracy(a) -> list[dict]:
             print(f"{name}: prune={share:.3f} prune_by=flops runs at {r:.3f}x {like.name}'s measured latency",
                   flush=True)
         else:
-            pruned, _ = prune_model(model, ratio, (t := table_of(model)).round_to, 8, "latency", a.imgsz,
-                                    importance=importance, latency=t.model)
+            table = table_of(model)
+            pruned, _ = prune_model(model, ratio, table.round_to, 8, "latency", a.imgsz, importance=importance,
+                                    latency=table.model)
         save_model(pruned, pruned_pt, exist_ok=True)
         return train(pruned_pt, data, out, name, epochs=e1, **kw)
 
