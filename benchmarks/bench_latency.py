@@ -3,7 +3,7 @@
     python benchmarks/bench_latency.py budget   [--models yolov8n.yaml ...] [--runtimes onnxruntime openvino]
                                                 [--cuts 0.3 0.5 0.7] [--imgsz 320]
     python benchmarks/bench_latency.py accuracy [--base-epochs 20] [--finetune-epochs 10] [--imgsz 320]
-                                                [--cuts 0.5] [--families v8 26]
+                                                [--cuts 0.5] [--families v8 26] [--seed 0]
 
 ``budget`` (no training): every model is built from yaml with seeded random BatchNorm scales, saved, and pruned the
 way ``yolo prune model=m.pt prune=<cut> prune_by=latency`` prunes it (``api.prune``: BN |gamma| ranking,
@@ -15,8 +15,9 @@ measured latency ratios, measured / budget (goal <= 1.05), the time of the first
 average before and after.
 
 ``accuracy`` (training, the harder built-in data at 128 px, SGD, one base per model): ``prune_by=latency`` of
-yolov8n at each cut against ``prune_by=flops`` at the GFLOPs share whose exported model measures as fast (bisected on
-onnxruntime timings at ``--imgsz``, the deployment size, each candidate interleaved with the latency arm's model);
+yolov8n at each cut (as ``prune=`` prunes: the exported result checked on onnxruntime) against ``prune_by=flops``
+at the GFLOPs share whose exported model measures as fast (bisected on onnxruntime timings at ``--imgsz``, the
+deployment size, each candidate interleaved with the latency arm's model);
 both Taylor-ranked on the data and fine-tuned the same epochs. Per family (``--families v8 26``): the unpruned n
 model trained the same total epochs, and the s model slimmed to the n model's measured latency. Writes
 ``accuracy.png`` (mAP50-95 against measured latency) and ``accuracy.json``.
@@ -110,6 +111,8 @@ FAMILIES = {"v8": ("yolov8n.yaml", "yolov8s.yaml"), "26": ("yolo26n.yaml", "yolo
 def accuracy(a) -> list[dict]:
     from common import checkpoint_model, hard_dataset, map50_95, train
 
+    from ultra_prune.api import prune_to_measured
+    from ultra_prune.args import PruneConfig
     from ultra_prune.calibrate import taylor_scores
     from ultra_prune.checkpoint import save_model
     from ultra_prune.pruning.importance import Taylor
@@ -117,14 +120,16 @@ def accuracy(a) -> list[dict]:
     out = Path(a.out).resolve()
     common.REUSE = True  # finished runs in --out are kept (their pruned inputs too)
     data = hard_dataset(out / "data")
-    kw = dict(optimizer="SGD", imgsz=128)
+    kw = dict(optimizer="SGD", imgsz=128, seed=a.seed)  # the bases: seed 0 (below)
+    tag = f"_seed{a.seed}" if a.seed else ""
     runtime = runtime_for("onnxruntime")
     cache = Cache(out / "latency_onnxruntime.json")  # this benchmark's own measurements, not the user's cache
     e0, e1 = a.base_epochs, a.finetune_epochs
 
-    def table_of(model) -> LatencyTable:
-        """The latency table at the rounding ``prune_round=auto`` picks for ``model`` (or --round)."""
-        round_to = a.round or preferred_round(runtime, model, a.imgsz, cache=cache, verbose=False)
+    def table_of(model, reach=0.0) -> LatencyTable:
+        """The latency table at the rounding ``prune_round=auto`` picks for ``model`` to remove ``reach`` of its
+        latency (or --round)."""
+        round_to = a.round or preferred_round(runtime, model, a.imgsz, cache=cache, verbose=False, reach=reach)
         return LatencyTable(runtime, round_to, cache=cache, verbose=False)
 
     def measured_ratio(model, reference) -> float:
@@ -134,8 +139,10 @@ def accuracy(a) -> list[dict]:
 
     def slim(weights, name, ratio=None, like=None):
         """Prune ``weights`` (Taylor scores from the data at the training size, the budget at --imgsz), then
-        fine-tune. ``ratio``: ``prune_by=latency`` of the table's latency. ``like`` (a pruned .pt): ``prune_by=flops``
-        at the GFLOPs share whose exported model runs as fast as ``like``'s, bisected on measured timings."""
+        fine-tune. ``ratio``: ``prune_by=latency`` as ``prune=`` does it (the exported result checked on the runtime
+        and re-pruned when over its budget). ``like`` (a pruned .pt): ``prune_by=flops`` at the GFLOPs share whose
+        exported model runs as fast as ``like``'s, bisected on measured timings."""
+        name += tag
         pruned_pt = out / f"{name}.pt"
         if (out / name / "weights" / "last.pt").exists():
             return train(pruned_pt, data, out, name, epochs=e1, **kw)  # done before (reused)
@@ -153,9 +160,11 @@ def accuracy(a) -> list[dict]:
             print(f"{name}: prune={share:.3f} prune_by=flops runs at {r:.3f}x {like.name}'s measured latency",
                   flush=True)
         else:
-            table = table_of(model)
-            pruned, _ = prune_model(model, ratio, table.round_to, 8, "latency", a.imgsz, importance=importance,
-                                    latency=table.model)
+            table = table_of(model, ratio)
+            cfg = PruneConfig(ratio, "latency", round_to=table.round_to, floor=8, imgsz=a.imgsz)
+            pruned, _, (before, after) = prune_to_measured(model, cfg, importance, table)
+            print(f"{name}: prune={ratio:.3f} prune_by=latency measured {after / before:.3f} of the latency",
+                  flush=True)
         save_model(pruned, pruned_pt, exist_ok=True)
         return train(pruned_pt, data, out, name, epochs=e1, **kw)
 
@@ -163,29 +172,29 @@ def accuracy(a) -> list[dict]:
     for family in a.families:
         n_yaml, s_yaml = FAMILIES[family]
         n, s = n_yaml[:-5].removeprefix("yolo"), s_yaml[:-5].removeprefix("yolo")
-        base_n = train(n_yaml, data, out, f"{n}_base", epochs=e0, **kw)
-        base_s = train(s_yaml, data, out, f"{s}_base", epochs=e0, **kw)
+        base_n = train(n_yaml, data, out, f"{n}_base", epochs=e0, **{**kw, "seed": 0})
+        base_s = train(s_yaml, data, out, f"{s}_base", epochs=e0, **{**kw, "seed": 0})
         lat_n, lat_s = table_of(checkpoint_model(base_n)).whole([checkpoint_model(base_n), checkpoint_model(base_s)],
                                                                 a.imgsz)
         if family == a.families[0]:
             for cut in a.cuts:
                 arms[f"{n} latency -{cut:.0%}"] = slim(base_n, f"{n}_latency_{cut}", ratio=cut)
                 arms[f"{n} flops, as fast as -{cut:.0%}"] = slim(base_n, f"{n}_flops_{cut}",
-                                                                 like=out / f"{n}_latency_{cut}.pt")
+                                                                 like=out / f"{n}_latency_{cut}{tag}.pt")
         arms[f"{s} latency = {n}'s"] = slim(base_s, f"{s}_to_{n}", ratio=1 - lat_n / lat_s)
-        arms[f"{n} plain"] = train(n_yaml, data, out, f"{n}_plain", epochs=e0 + e1, **kw)
+        arms[f"{n} plain"] = train(n_yaml, data, out, f"{n}_plain{tag}", epochs=e0 + e1, **kw)
         arms[f"{n} base"], arms[f"{s} base"] = base_n, base_s
     ms = interleaved_ms(runtime.models([checkpoint_model(w) for w in arms.values()], a.imgsz, 1), rounds=100)
     rows = []
-    print(f"load average: {os.getloadavg()[0]:.2f}")
+    print(f"load average: {os.getloadavg()[0]:.2f}; seed {a.seed} (the bases: 0)")
     print(f"\n{'arm':<34}{'epochs':>7}{'mAP50-95':>10}{'ms @' + str(a.imgsz):>10}{'GFLOPs':>8}")
     for (name, w), m in zip(arms.items(), ms):
         epochs = e0 if "base" in name else e0 + e1
         row = dict(arm=name, epochs=epochs, map=map50_95(w, data), ms=m, gflops=gflops(checkpoint_model(w), a.imgsz))
         rows.append(row)
         print(f"{name:<34}{epochs:>7}{row['map']:>10.4f}{m:>10.2f}{row['gflops']:>8.3f}")
-    (out / "accuracy.json").write_text(json.dumps(rows, indent=1))
-    plot(rows, out / "accuracy.png", a.imgsz)
+    (out / f"accuracy{tag}.json").write_text(json.dumps(rows, indent=1))
+    plot(rows, out / f"accuracy{tag}.png", a.imgsz)
     return rows
 
 
@@ -223,6 +232,8 @@ def main():
     ap.add_argument("--round", type=int, default=0, help="prune_round (default: auto, measured per model)")
     ap.add_argument("--base-epochs", type=int, default=20)
     ap.add_argument("--finetune-epochs", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0, help="accuracy: ultralytics' seed= of every arm after the bases "
+                    "(the bases: 0); other than 0, its runs and files are named with _seed<S>")
     ap.add_argument("--out", default="runs/bench_latency")
     a = ap.parse_args()
     torch.set_num_threads(1)
