@@ -3,7 +3,7 @@
     python benchmarks/bench_latency.py budget   [--models yolov8n.yaml ...] [--runtimes onnxruntime openvino]
                                                 [--cuts 0.3 0.5 0.7] [--imgsz 320]
     python benchmarks/bench_latency.py accuracy [--base-epochs 20] [--finetune-epochs 10] [--imgsz 320]
-                                                [--cuts 0.5] [--families v8 26] [--seed 0]
+                                                [--cuts 0.5] [--families v8 26] [--seed 0] [--teacher]
 
 ``budget`` (no training): every model is built from yaml with seeded random BatchNorm scales, saved, and pruned the
 way ``yolo prune model=m.pt prune=<cut> prune_by=latency`` prunes it (``api.prune``: BN |gamma| ranking,
@@ -19,8 +19,10 @@ yolov8n at each cut (as ``prune=`` prunes: the exported result checked on onnxru
 at the GFLOPs share whose exported model measures as fast (bisected on onnxruntime timings at ``--imgsz``, the
 deployment size, each candidate interleaved with the latency arm's model);
 both Taylor-ranked on the data and fine-tuned the same epochs. Per family (``--families v8 26``): the unpruned n
-model trained the same total epochs, and the s model slimmed to the n model's measured latency. Writes
-``accuracy.png`` (mAP50-95 against measured latency) and ``accuracy.json``.
+model trained the same total epochs, and the s model slimmed to the n model's measured latency. ``--teacher``: also
+that slimmed s model fine-tuned with ``distill_model=`` its base trained on at full width for the fine-tuning
+epochs (the teacher; in the table too). Writes ``accuracy.png`` (mAP50-95 against measured latency) and
+``accuracy.json``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import os
 import time
 from pathlib import Path
 
-import common  # noqa: F401 - applies ultra-prune, offline
+import common  # applies ultra-prune, offline
 import torch
 from torch import nn
 
@@ -182,6 +184,12 @@ def accuracy(a) -> list[dict]:
                 arms[f"{n} flops, as fast as -{cut:.0%}"] = slim(base_n, f"{n}_flops_{cut}",
                                                                  like=out / f"{n}_latency_{cut}{tag}.pt")
         arms[f"{s} latency = {n}'s"] = slim(base_s, f"{s}_to_{n}", ratio=1 - lat_n / lat_s)
+        if a.teacher:
+            teacher = train(base_s, data, out, f"{s}_teacher", epochs=e1, **{**kw, "seed": 0})
+            arms[f"{s} latency = {n}'s + teacher"] = train(out / f"{s}_to_{n}{tag}.pt", data, out,
+                                                           f"{s}_to_{n}_teacher{tag}", epochs=e1,
+                                                           distill_model=str(teacher), **kw)
+            arms[f"{s} teacher (full width)"] = teacher
         arms[f"{n} plain"] = train(n_yaml, data, out, f"{n}_plain{tag}", epochs=e0 + e1, **kw)
         arms[f"{n} base"], arms[f"{s} base"] = base_n, base_s
     ms = interleaved_ms(runtime.models([checkpoint_model(w) for w in arms.values()], a.imgsz, 1), rounds=100)
@@ -189,7 +197,7 @@ def accuracy(a) -> list[dict]:
     print(f"load average: {os.getloadavg()[0]:.2f}; seed {a.seed} (the bases: 0)")
     print(f"\n{'arm':<34}{'epochs':>7}{'mAP50-95':>10}{'ms @' + str(a.imgsz):>10}{'GFLOPs':>8}")
     for (name, w), m in zip(arms.items(), ms):
-        epochs = e0 if "base" in name else e0 + e1
+        epochs = e0 if name.endswith("base") else e0 + e1
         row = dict(arm=name, epochs=epochs, map=map50_95(w, data), ms=m, gflops=gflops(checkpoint_model(w), a.imgsz))
         rows.append(row)
         print(f"{name:<34}{epochs:>7}{row['map']:>10.4f}{m:>10.2f}{row['gflops']:>8.3f}")
@@ -207,7 +215,8 @@ def plot(rows, path, imgsz) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     kinds = {"prune_by=latency": lambda r: " latency -" in r["arm"],
              "prune_by=flops": lambda r: " flops" in r["arm"],
-             "unpruned, and s slimmed to n's latency": lambda r: r["arm"].endswith(("plain", "base", "'s"))}
+             "unpruned, and s slimmed to n's latency": lambda r: r["arm"].endswith(("plain", "base", "'s", "teacher",
+                                                                                     "(full width)"))}
     for (label, pick), marker in zip(kinds.items(), "os*"):
         sel = [r for r in rows if pick(r)]
         ax.scatter([r["ms"] for r in sel], [r["map"] for r in sel], marker=marker, label=label)
@@ -234,6 +243,8 @@ def main():
     ap.add_argument("--finetune-epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0, help="accuracy: ultralytics' seed= of every arm after the bases "
                     "(the bases: 0); other than 0, its runs and files are named with _seed<S>")
+    ap.add_argument("--teacher", action="store_true", help="accuracy: also the slimmed s models distilled from their "
+                    "base trained on at full width")
     ap.add_argument("--out", default="runs/bench_latency")
     a = ap.parse_args()
     torch.set_num_threads(1)
