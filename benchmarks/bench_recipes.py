@@ -19,7 +19,7 @@ Prints mAP50-95 after the last epoch of each arm, one table. Needs the benchmark
 torch-pruning`` for the Torch-Pruning arm (skipped without it). Not a test: about an hour on a 2-core CPU.
 
     python benchmarks/bench_recipes.py [--data hard|easy] [--cuts 0.5 0.7 0.3] [--base-epochs 20] [--epochs 20]
-                                       [--optimizer SGD] [--base PATH] [--seed 0]
+                                       [--optimizer SGD] [--base PATH [--base-more N]] [--seed 0]
                                        [--arms NAME ...] [--zeros Z ...]
 """
 
@@ -125,6 +125,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=20, help="epochs of every arm after the base (even)")
     ap.add_argument("--optimizer", default="SGD", help="of every arm after the base (the base trains with SGD)")
     ap.add_argument("--base", help="start from this checkpoint (e.g. another run's base) instead of training one")
+    ap.add_argument("--base-more", type=int, default=0,
+                    help="with --base: first train it on N more SGD epochs (run 'base' in --out), the base")
     ap.add_argument("--seed", type=int, default=0, help="ultralytics' seed= of every arm after the base (the base: 0)")
     ap.add_argument("--arms", nargs="+", help="only these arms (names as in the table), e.g. 'one-shot' 'one run'")
     ap.add_argument("--zeros", type=float, nargs="+", default=[],
@@ -140,6 +142,8 @@ def main():
     kw = dict(optimizer=a.optimizer, imgsz=IMGSZ, seed=a.seed)
     base = Path(a.base) if a.base else train("yolov8n.yaml", data, out, "base", epochs=a.base_epochs,
                                              **{**kw, "optimizer": "SGD", "seed": 0})
+    if a.base and a.base_more:
+        base = train(base, data, out, "base", epochs=a.base_more, **{**kw, "optimizer": "SGD", "seed": 0})
     full = unpruned(base, data, out, a, kw)
     g0 = gflops(checkpoint_model(base), IMGSZ)
     head = {"base": map50_95(base, data), "full width": map50_95(full, data)}
@@ -171,7 +175,8 @@ def main():
             print(json.dumps(row), flush=True)
             (out / "results.json").write_text(json.dumps({**head, "rows": rows}, indent=2))
     names = list(dict.fromkeys(r["arm"] for r in rows))
-    origin = a.base if a.base else f"of {a.base_epochs} SGD epochs"
+    origin = f"of {a.base_epochs} SGD epochs" if not a.base else a.base + (
+        f" trained on {a.base_more} SGD epochs" if a.base_more else "")
     print(f"\n{a.data} built-in data, {IMGSZ} px, yolov8n base {origin} (mAP50-95 {head['base']:.3f}); "
           f"every arm {a.epochs} epochs after it, optimizer={a.optimizer}, seed={a.seed}; full width for as long: "
           f"{head['full width']:.3f}\n")
