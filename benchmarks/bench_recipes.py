@@ -135,6 +135,8 @@ def main():
     ap.add_argument("--out", default="runs/bench_recipes")
     ap.add_argument("--reuse", action="store_true", help="keep runs whose last.pt already exists in --out")
     a = ap.parse_args()
+    if a.base_more and not a.base:
+        ap.error("--base-more N trains a given --base on; pass --base PATH (or --base-epochs to train a new base)")
     a.sparse_epochs = a.finetune_epochs = a.epochs // 2
     out = Path(a.out).resolve()
     common.REUSE = a.reuse
@@ -142,7 +144,7 @@ def main():
     kw = dict(optimizer=a.optimizer, imgsz=IMGSZ, seed=a.seed)
     base = Path(a.base) if a.base else train("yolov8n.yaml", data, out, "base", epochs=a.base_epochs,
                                              **{**kw, "optimizer": "SGD", "seed": 0})
-    if a.base and a.base_more:
+    if a.base_more:
         base = train(base, data, out, "base", epochs=a.base_more, **{**kw, "optimizer": "SGD", "seed": 0})
     full = unpruned(base, data, out, a, kw)
     g0 = gflops(checkpoint_model(base), IMGSZ)
