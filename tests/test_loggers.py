@@ -17,6 +17,7 @@ EPOCHS = 3
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_sparsity_scalars_and_histogram_reach_tensorboard(tmp_path, data_yaml):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

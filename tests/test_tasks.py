@@ -211,7 +211,7 @@ def data_root(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", sorted(MODELS))
+@pytest.mark.parametrize("task", [t if t == "segment" else pytest.param(t, marks=pytest.mark.long) for t in sorted(MODELS)])
 def test_task_pipeline(task, data_root, tmp_path):
     """sparse training to a target -> one-shot prune + fine-tune -> resume -> plain ultralytics, for each task."""
     from ultralytics import YOLO
