@@ -3,7 +3,7 @@
     python benchmarks/bench_latency.py budget   [--models yolov8n.yaml ...] [--runtimes onnxruntime openvino]
                                                 [--cuts 0.3 0.5 0.7] [--imgsz 320]
     python benchmarks/bench_latency.py accuracy [--base-epochs 20] [--finetune-epochs 10] [--imgsz 320]
-                                                [--cuts 0.5] [--families v8 26] [--seed 0] [--teacher]
+                                                [--cuts 0.5] [--families v8 26] [--seed 0] [--teacher] [--n-only]
 
 ``budget`` (no training): every model is built from yaml with seeded random BatchNorm scales, saved, and pruned the
 way ``yolo prune model=m.pt prune=<cut> prune_by=latency`` prunes it (``api.prune``: BN |gamma| ranking,
@@ -21,7 +21,8 @@ deployment size, each candidate interleaved with the latency arm's model);
 both Taylor-ranked on the data and fine-tuned the same epochs. Per family (``--families v8 26``): the unpruned n
 model trained the same total epochs, and the s model slimmed to the n model's measured latency. ``--teacher``: also
 that slimmed s model fine-tuned with ``distill_model=`` its base trained on at full width for the fine-tuning
-epochs (the teacher; in the table too). Writes ``accuracy.png`` (mAP50-95 against measured latency) and
+epochs (the teacher; in the table too). ``--n-only``: only the first family's n base and its latency and flops
+arms. Writes ``accuracy.png`` (mAP50-95 against measured latency) and
 ``accuracy.json``.
 """
 
@@ -175,14 +176,17 @@ def accuracy(a) -> list[dict]:
         n_yaml, s_yaml = FAMILIES[family]
         n, s = n_yaml[:-5].removeprefix("yolo"), s_yaml[:-5].removeprefix("yolo")
         base_n = train(n_yaml, data, out, f"{n}_base", epochs=e0, **{**kw, "seed": 0})
-        base_s = train(s_yaml, data, out, f"{s}_base", epochs=e0, **{**kw, "seed": 0})
-        lat_n, lat_s = table_of(checkpoint_model(base_n)).whole([checkpoint_model(base_n), checkpoint_model(base_s)],
-                                                                a.imgsz)
         if family == a.families[0]:
             for cut in a.cuts:
                 arms[f"{n} latency -{cut:.0%}"] = slim(base_n, f"{n}_latency_{cut}", ratio=cut)
                 arms[f"{n} flops, as fast as -{cut:.0%}"] = slim(base_n, f"{n}_flops_{cut}",
                                                                  like=out / f"{n}_latency_{cut}{tag}.pt")
+        if a.n_only:
+            arms[f"{n} base"] = base_n
+            continue
+        base_s = train(s_yaml, data, out, f"{s}_base", epochs=e0, **{**kw, "seed": 0})
+        lat_n, lat_s = table_of(checkpoint_model(base_n)).whole([checkpoint_model(base_n), checkpoint_model(base_s)],
+                                                                a.imgsz)
         arms[f"{s} latency = {n}'s"] = slim(base_s, f"{s}_to_{n}", ratio=1 - lat_n / lat_s)
         if a.teacher:
             teacher = train(base_s, data, out, f"{s}_teacher", epochs=e1, **{**kw, "seed": 0})
@@ -245,6 +249,8 @@ def main():
                     "(the bases: 0); other than 0, its runs and files are named with _seed<S>")
     ap.add_argument("--teacher", action="store_true", help="accuracy: also the slimmed s models distilled from their "
                     "base trained on at full width")
+    ap.add_argument("--n-only", action="store_true", help="accuracy: only the first family's n base and its latency "
+                    "and flops arms (no s model, no plain n)")
     ap.add_argument("--out", default="runs/bench_latency")
     a = ap.parse_args()
     torch.set_num_threads(1)
