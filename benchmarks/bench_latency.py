@@ -22,8 +22,7 @@ both Taylor-ranked on the data and fine-tuned the same epochs. Per family (``--f
 model trained the same total epochs, and the s model slimmed to the n model's measured latency. ``--teacher``: also
 that slimmed s model fine-tuned with ``distill_model=`` its base trained on at full width for the fine-tuning
 epochs (the teacher; in the table too). ``--n-only``: only the first family's n base and its latency and flops
-arms. Writes ``accuracy.png`` (mAP50-95 against measured latency) and
-``accuracy.json``.
+arms. Writes ``accuracy.png`` (mAP50-95 against measured latency) and ``accuracy.json``.
 """
 
 from __future__ import annotations
@@ -183,7 +182,7 @@ def accuracy(a) -> list[dict]:
                                                                  like=out / f"{n}_latency_{cut}{tag}.pt")
         if a.n_only:
             arms[f"{n} base"] = base_n
-            continue
+            break
         base_s = train(s_yaml, data, out, f"{s}_base", epochs=e0, **{**kw, "seed": 0})
         lat_n, lat_s = table_of(checkpoint_model(base_n)).whole([checkpoint_model(base_n), checkpoint_model(base_s)],
                                                                 a.imgsz)
