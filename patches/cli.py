@@ -14,8 +14,8 @@ from ultra_prune.hookspecs import hookimpl
 from ultra_prune.patches import is_ours, ours
 
 # What ``yolo prune`` passes to ``api.prune``; other valid ultralytics keys are ignored with a warning.
-PRUNE_KEYS = ("prune", "prune_by", "prune_importance", "prune_round", "prune_min", "prune_out", "prune_onnx",
-              "latency_runtime", "latency_batch", "exist_ok",
+PRUNE_KEYS = ("prune", "prune_by", "prune_importance", "prune_round", "prune_min", "prune_depth", "prune_out",
+              "prune_onnx", "latency_runtime", "latency_batch", "exist_ok",
               "data", "imgsz", "batch", "device")
 PRUNE_HELP = """
     ultra-prune's 'prune' mode removes the least important channels of a checkpoint and writes the smaller model:

@@ -122,7 +122,7 @@ def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, ve
     goal, aim, best = 1 - cfg.ratio, cfg.ratio, None
     for attempt in range(CORRECTIONS + 1):
         pruned, info = prune_model(model, aim, cfg.round_to, cfg.floor, "latency", cfg.imgsz, importance=importance,
-                                   latency=table.model)
+                                   latency=table.model, depth=cfg.depth)
         if not info["pruned"]:
             return pruned, info, None
         before, after = table.whole([model, pruned], cfg.imgsz)
@@ -154,8 +154,9 @@ def warn_latency_floor(cfg: PruneConfig, before: float, after: float) -> None:
 
     if after <= (1 - cfg.ratio) * before * 1.001:
         return
+    blocks = "and every residual block removed " if cfg.depth else ""
     log("warning", f"ultra-prune: prune={cfg.ratio:g} prune_by=latency cannot be reached on {cfg.runtime}: with every "
-                   f"layer at its floor (prune_min={cfg.floor}, prune_round={cfg.round_to}) the model keeps "
+                   f"layer at its floor (prune_min={cfg.floor}, prune_round={cfg.round_to}) {blocks}the model keeps "
                    f"{after / before:.1%} of its predicted latency. Lower prune_min= or prune_round= (widths off the "
                    "runtime's preferred multiple may run slower than predicted), or ask for less")
 
@@ -179,13 +180,15 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
           prune_out=None, exist_ok: bool = False, data=None, imgsz: int | None = None, batch: int = 16,
           prune_onnx: bool = False, verbose: bool = True, prune_by: str | None = None,
           prune_importance: str | None = None, device=None, report_files: bool = True,
-          latency_runtime: str | None = None, latency_batch: int | None = None):
+          latency_runtime: str | None = None, latency_batch: int | None = None, prune_depth: bool | None = None):
     """Prune ``model`` (a checkpoint path or an ultralytics model) and return ``(pruned_model, report)``.
 
     ``prune`` is the share of prunable channels to remove (``prune_by='channels'``), of GFLOPs at ``imgsz``
     (``'flops'``; by default the checkpoint's training imgsz, else 640) or of latency measured on ``latency_runtime``
     at ``imgsz`` and batch ``latency_batch`` (``'latency'``; see ``ultra_prune.latency``), least important first
-    (``prune_importance``: by default first-order Taylor scores from ``data`` when given, else BN |gamma|). Without
+    (``prune_importance``: by default first-order Taylor scores from ``data`` when given, else BN |gamma|); where
+    every layer at its floor still misses a GFLOPs or latency share, whole residual blocks go too (``prune_depth``,
+    default on). Without
     ``prune``, a checkpoint of a ``sparsity_target`` run is pruned as that run recorded it (target, floors,
     ``imgsz``): exactly the channels it drove to zero are removed, with a warning when they fall short of its target.
 
@@ -203,7 +206,8 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     from ultra_prune.report import PruneReport
 
     given = {"prune_by": prune_by, "prune_importance": prune_importance, "prune_round": prune_round,
-             "prune_min": prune_min, "imgsz": imgsz, "latency_runtime": latency_runtime, "latency_batch": latency_batch}
+             "prune_min": prune_min, "imgsz": imgsz, "latency_runtime": latency_runtime, "latency_batch": latency_batch,
+             "prune_depth": prune_depth}
     if prune is not None or not isinstance(model, (str, Path)):
         check_prune_args(prune, prune_round, prune_min)
     validate(given)
@@ -251,7 +255,7 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
         importance = importance_for(model, cfg.importance, data, cfg.imgsz, batch, device)
         if table is None:
             pruned, info = prune_model(model, cfg.ratio, cfg.round_to, cfg.floor, cfg.by, cfg.imgsz,
-                                       importance=importance)
+                                       importance=importance, depth=cfg.depth)
         else:
             pruned, info, measured = prune_to_measured(model, cfg, importance, table, verbose)
     if not info["pruned"]:

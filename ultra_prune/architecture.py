@@ -73,7 +73,8 @@ def prune_for_training(model: nn.Module, args, device, verbose: bool = True):
         pruned, report = prune(model, args.prune, args.prune_round, args.prune_min, imgsz=args.imgsz,
                                prune_by=args.prune_by, verbose=verbose, prune_importance=args.prune_importance,
                                data=args.data, device=device, report_files=False,
-                               latency_runtime=args.latency_runtime, latency_batch=args.latency_batch)
+                               latency_runtime=args.latency_runtime, latency_batch=args.latency_batch,
+                               prune_depth=args.prune_depth)
     return (model, None) if pruned is None else (pruned, report)
 
 

@@ -29,6 +29,8 @@ ARGS = {
     "prune_round": ("auto", "kept channel counts are multiples of this; auto: 8, or under prune_by=latency the "
                             "multiple latency_runtime runs fastest at (measured)"),
     "prune_min": (8, "per-layer floor of kept channels"),
+    "prune_depth": (True, "prune= with prune_by=flops or latency: where every layer at its floor still misses the "
+                          "budget, also remove whole residual blocks (x + f(x) -> x), least important first"),
     "distill_model": (None, "teacher checkpoint for distillation while training (ultralytics' own key on 8.4.80+)"),
     "distill_loss": ("auto", "'logit' (ultra-prune: class scores + box distributions), 'feature' (ultralytics'); "
                              "auto: logit when a detection run slims, else ultralytics' own"),
@@ -49,7 +51,8 @@ class PruneConfig:
     """One pruning's (or one sparse-target run's) settings in the pruner's words, built from ultra-prune's keys in
     one place (``of``): the share ``ratio`` of the budget ``by`` to remove, the importance's name, the rounding
     (``'auto'`` until ``resolved``) and floor of kept counts, the image size FLOPs, latency and Taylor scores are
-    counted at, and the runtime and batch latency is measured on."""
+    counted at, the runtime and batch latency is measured on, and whether ``prune=`` may remove whole residual
+    blocks where the floors stop it (``depth``)."""
 
     ratio: float
     by: str = "channels"
@@ -59,6 +62,7 @@ class PruneConfig:
     imgsz: int = 640
     runtime: str = "onnxruntime"
     batch: int = 1
+    depth: bool = True
 
     def resolved(self, model=None, device=None, verbose: bool = True) -> PruneConfig:
         """This config with ``round_to='auto'`` made a number: under ``by='latency'`` the channel multiple
@@ -86,7 +90,7 @@ class PruneConfig:
         round_to = get("prune_round")
         return cls(float(ratio), get("prune_by"), get("prune_importance"),
                    round_to if round_to == "auto" else int(round_to), int(get("prune_min")), int(imgsz),
-                   get("latency_runtime"), int(get("latency_batch")))
+                   get("latency_runtime"), int(get("latency_batch")), bool(get("prune_depth")))
 
 
 def native_distillation() -> bool:
@@ -146,6 +150,9 @@ def validate(args: dict) -> None:
     if get("prune_at_zero") and not get("sparsity_target"):
         raise UltraPruneError("'prune_at_zero=True' removes the channels a sparsity_target= run zeroes; add "
                               "sparsity_target= (e.g. sparsity_target=0.5), or drop prune_at_zero=")
+    if get("prune_depth") not in (None, False, True):
+        raise UltraPruneError(f"'prune_depth={get('prune_depth')}' is not a boolean; use prune_depth=False to keep "
+                              "every residual block")
     if get("prune_by") is not None and get("prune_by") not in PRUNE_BY:
         raise UltraPruneError(f"'prune_by={get('prune_by')}' is not one of {PRUNE_BY}; use e.g. prune_by=flops")
     if get("prune_importance") is not None and get("prune_importance") not in PRUNE_IMPORTANCES:

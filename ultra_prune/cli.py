@@ -13,8 +13,8 @@ HELP = """ultra-prune — network slimming for Ultralytics YOLO
         epochs, then 20 more).
 
     ultra-prune prune model=sparse.pt [prune=0.5] [prune_by=channels] [prune_importance=auto] [prune_round=auto]
-                      [prune_min=8] [prune_out=PATH] [exist_ok=False] [data=DATA.yaml] [imgsz=640] [prune_onnx=False]
-                      [latency_runtime=onnxruntime] [latency_batch=1]
+                      [prune_min=8] [prune_depth=True] [prune_out=PATH] [exist_ok=False] [data=DATA.yaml] [imgsz=640]
+                      [prune_onnx=False] [latency_runtime=onnxruntime] [latency_batch=1]
         writes sparse_pruned.pt (or prune_out) and prints the before/after report (mAP too with data=,
         ONNX sizes and onnxruntime parity with prune_onnx=True). With data=, channels are ranked by Taylor scores
         from its training split (prune_importance=taylor), else by BN |gamma| (l1). Without prune=, a checkpoint
@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
             if "model" not in kwargs:
                 raise UltraPruneError("'model' is missing; e.g. ultra-prune prune model=sparse.pt prune=0.5")
-            allowed = {"model", "prune", "prune_by", "prune_importance", "prune_round", "prune_min", "prune_out",
-                       "prune_onnx", "latency_runtime", "latency_batch", "exist_ok", "data", "imgsz", "batch"}
+            allowed = {"model", "prune", "prune_by", "prune_importance", "prune_round", "prune_min", "prune_depth",
+                       "prune_out", "prune_onnx", "latency_runtime", "latency_batch", "exist_ok", "data", "imgsz",
+                       "batch"}
             unknown = sorted(set(kwargs) - allowed)
             if unknown:
                 raise UltraPruneError(f"unknown prune argument(s) {unknown}; valid: {sorted(allowed)}")

@@ -40,6 +40,7 @@ class PruneReport:
     imgsz: int = 640
     prunable_channels: int = 0
     removed_channels: int = 0
+    removed_blocks: list = field(default_factory=list)  # residual blocks removed whole (prune_depth), by module name
     left_intact: list = field(default_factory=list)
     file_mb: tuple | None = None
     accuracy: tuple | None = None  # (before, after) of ``metric`` on the data= given
@@ -64,7 +65,8 @@ class PruneReport:
         return cls(
             prune, prune_round, prune_min, prune_by, prune_importance, layers,
             (count_params(before), count_params(after)), (gflops(before, imgsz), gflops(after, imgsz)), imgsz,
-            info["prunable_channels"], info["removed_channels"], info["left_intact"], inner=inner,
+            info["prunable_channels"], info["removed_channels"], info.get("removed_blocks", []), info["left_intact"],
+            inner=inner,
         )
 
     def text(self) -> str:
@@ -101,6 +103,9 @@ class PruneReport:
                f"prune={self.prune}, prune_by={self.prune_by}, prune_importance={self.prune_importance}, ")
         lines.append(f"channels removed: {self.removed_channels}/{self.prunable_channels} prunable "
                      f"({how}prune_round={self.prune_round}, prune_min={self.prune_min})")
+        if self.removed_blocks:
+            lines.append(f"residual blocks removed whole: {len(self.removed_blocks)} (every layer at its floor still "
+                         f"missed the budget; prune_depth=False keeps them): " + ", ".join(self.removed_blocks))
         if self.left_intact:
             lines.append("left intact: " + ", ".join(self.left_intact))
         return "\n".join(lines)

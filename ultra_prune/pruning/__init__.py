@@ -1,7 +1,7 @@
 """Network-slimming channel pruning of ultralytics models (detect, segment, pose, obb, classify).
 
 ``prune_model`` = checks -> dependency analysis (``graph`` + ``rules``) -> selection (``select``: a budget, ranked
-by an ``importance``) -> surgery (``surgery``). The result is made only of stock ultralytics classes and carries a
+by an ``importance``; with ``depth``, whole residual blocks where the floors stop it) -> surgery (``surgery``). The result is made only of stock ultralytics classes and carries a
 small ``ultra_prune`` marker dict (ratio, options, widths before/after). Importing this package changes nothing in
 ultralytics; it validates no user argument (the API layer has) and knows no CLI key.
 """
@@ -19,8 +19,8 @@ from ultra_prune.pruning.graph import ChannelGraph
 from ultra_prune.pruning.importance import Importance, Magnitude
 from ultra_prune.pruning.probe import forward_zeros, input_channels
 from ultra_prune.pruning.rules import rule_for
-from ultra_prune.pruning.select import Budget, Channels, Flops, Latency, select
-from ultra_prune.pruning.surgery import compensate, slice_channels
+from ultra_prune.pruning.select import Budget, Channels, Flops, Latency, select, select_blocks
+from ultra_prune.pruning.surgery import compensate, remove_blocks, slice_channels
 
 MARKER = "ultra_prune"  # attribute on the pruned model, a plain dict
 
@@ -110,7 +110,8 @@ def budget_for(prune_by: str, ratio: float, model: nn.Module, imgsz: int = 640, 
 
 
 def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 8, prune_by: str = "channels",
-                imgsz: int = 640, take_dead: bool = False, importance: Importance | None = None, latency=None):
+                imgsz: int = 640, take_dead: bool = False, importance: Importance | None = None, latency=None,
+                depth: bool = False):
     """Return ``(pruned, info)``: a pruned deep copy of ``model`` and a dict describing what changed.
 
     At least ``ratio`` of the budget ``prune_by`` names (``budget_for``: prunable channels, GFLOPs or latency at ``imgsz``)
@@ -118,7 +119,9 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
     are multiples of ``round_to`` and at least ``floor``. ``take_dead``: every channel whose whole group has gamma
     exactly 0 goes too (a sparse-target checkpoint). ``info["pruned"]`` is False when nothing could be removed
     (every space at its floor); ``pruned`` is then an unchanged copy. ``prune_by='latency'`` needs ``latency``
-    (see ``budget_for``); ``info["latency_ms"]`` is then the predicted (before, after).
+    (see ``budget_for``); ``info["latency_ms"]`` is then the predicted (before, after). ``depth``: where every
+    layer at its floor still misses a FLOPs or latency budget, residual blocks (``x + f(x)``) are removed whole,
+    least important first, until it is met (``info["removed_blocks"]``: their module names).
     """
     check_prunable(model)
     importance = importance or Magnitude()
@@ -127,22 +130,28 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
     graph = analyse(model)
     roots = graph.roots()
     budget = budget_for(prune_by, ratio, model, imgsz, latency)
-    keep = select(roots, budget, importance.bind(model), round_to, floor, take_dead)
+    bound = importance.bind(model)
+    keep = select(roots, budget, bound, round_to, floor, take_dead)
+    blocks = select_blocks(roots, keep, graph.blocks, budget, bound) if depth and prune_by != "channels" else []
+    names = {m: n for n, m in model.named_modules()}
+    removed_blocks = [names[b.module] for b in blocks]
     prunable = sum(s.size for s in roots if s.prunable)
     removed = sum(s.size - len(k) for s, k in keep.items())
-    if keep:
+    removed += sum(len(keep[s]) if s in keep else s.size for b in blocks for s in b.hidden(roots))
+    if keep or blocks:
         compensate(keep)
         slice_channels(keep)
         for fn in graph.finalizers:
             fn()
+        remove_blocks(blocks)
     _, after = channel_widths(model)
     history = list(getattr(model, MARKER, {}).get("history", []))
     history.append({"prune": ratio, "prune_by": prune_by, "prune_round": round_to, "prune_min": floor,
-                    "prune_importance": importance.name, "widths_before": before})
-    if keep:
+                    "prune_importance": importance.name, "widths_before": before, "removed_blocks": removed_blocks})
+    if keep or blocks:
         setattr(model, MARKER, {"history": history, "widths": after, "original_widths": history[0]["widths_before"]})
     info = {
-        "pruned": bool(keep),
+        "pruned": bool(keep or blocks),
         "widths_before": before,
         "widths_after": after,
         "layer_types": [type(m).__name__ for m in model.model],
@@ -150,6 +159,7 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
         "removed_channels": removed,
         "left_intact": sorted(set(graph.intact)),
         "prune_importance": importance.name,
+        "removed_blocks": removed_blocks,
     }
     if isinstance(budget, Latency):
         info["latency_ms"] = (budget.cost.total, budget.cost.latency())

@@ -75,6 +75,20 @@ class WidthCount:
             getattr(self, key)[c] -= n
         return before - sum(self.conv_cost(c) for c in touched)
 
+    def remove_block(self, block) -> float:
+        """Remove a residual block whole (a ``graph.Block``): its convs run no more, and a C2f-style owner's ``cv2``
+        reads one slice of the block's output width less. Returns the cost saved."""
+        convs = [c for c in block.module.modules() if c in self.area]
+        fold = block.owner.cv2.conv if block.owner is not None else None
+        touched = set(convs) | ({fold} & self.area.keys())
+        before = sum(self.conv_cost(c) for c in touched)
+        width = self.cout[block.out] if block.out in self.area else 0
+        for c in convs:
+            self.cin[c] = self.cout[c] = 0
+        if fold in self.area:
+            self.cin[fold] -= width
+        return before - sum(self.conv_cost(c) for c in touched)
+
     def saving(self, space, n: int) -> float:
         """What ``remove(space, n)`` would save, leaving the widths as they are."""
         touched, changes = self._touched(space)

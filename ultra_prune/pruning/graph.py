@@ -6,7 +6,8 @@ does with channels: a conv that produces new channels, a residual add that coupl
 a depthwise conv that passes channels through, or an opaque module whose channels must stay.
 A block that cuts a tensor it did not produce (``chunk`` of its input, attention heads, a residual add of a
 two-part signal) has the graph ``split`` the spaces at the cut: every holder of a split space then sees its
-pieces, and ``tie`` keeps the counts that must stay equal.
+pieces, and ``tie`` keeps the counts that must stay equal. Residual blocks (``x + f(x)``) a container calls in a
+chain are recorded as ``Block``s: the pruner may remove them whole (depth) when widths alone cannot meet a budget.
 
 Knows torch and ultralytics' ``Conv`` layout (``conv``/``bn``/``act``) only; nothing of trainers.
 """
@@ -122,6 +123,25 @@ def _bounds(x: Signal) -> list[int]:
     return out
 
 
+@dataclass(eq=False)
+class Block:
+    """A residual block (``x + f(x)``) that can be removed whole, leaving ``x``: ``module`` at ``index`` of the
+    chain ``parent`` (an nn.Sequential, or a C2f-style ``owner``'s ``m`` list, whose ``cv2`` reads the input and
+    output of every block concatenated). ``out``: the conv whose output channels are the branch's."""
+
+    module: nn.Module
+    parent: nn.Module
+    index: int
+    out: nn.Conv2d
+    owner: nn.Module | None = None
+
+    def hidden(self, spaces: list[Space]) -> list[Space]:
+        """The spaces of ``spaces`` that live inside the block: produced and read only by its own convs."""
+        inside = set(self.module.modules())
+        return [s for s in spaces if s.producers and all(m in inside for m, _ in s.producers + s.depthwise)
+                and all(c.conv in inside for c in s.consumers)]
+
+
 class ChannelGraph:
     """Builds the channel spaces of a model. Rules call the methods below; ``analyse`` walks the model."""
 
@@ -131,6 +151,8 @@ class ChannelGraph:
         self.spaces: list[Space] = []
         self.finalizers: list = []  # callables run after surgery (e.g. to update C2f.c)
         self.intact: list[str] = []  # names of modules left intact
+        self.residual: dict[nn.Module, nn.Conv2d] = {}  # module computing x + f(x) -> the conv that outputs f
+        self.blocks: list[Block] = []  # residual blocks removable whole, in graph order
 
     # --- spaces -------------------------------------------------------------------------------------------
     def new_space(self, size: int, fixed: bool = False, reason: str = "") -> Space:
@@ -234,6 +256,12 @@ class ChannelGraph:
         """Apply the rule for ``m``; modules without a rule are opaque (left intact, with a warning)."""
         rule = self.rule_for(m)
         return rule(self, m, x) if rule else self.opaque(m, x, "no channel rule")
+
+    def chained(self, parent: nn.Module, index: int, m: nn.Module, owner: nn.Module | None = None) -> None:
+        """Record that ``parent`` calls ``m`` (its ``index``-th member) on the running tensor: if ``m`` is a
+        residual block (``residual``) it may be removed whole (see ``Block``)."""
+        if m in self.residual:
+            self.blocks.append(Block(m, parent, index, self.residual[m], owner))
 
     # --- the whole model ----------------------------------------------------------------------------------
     def analyse(self, model: nn.Module, in_channels: int) -> None:

@@ -83,14 +83,22 @@ def concat_rule(g, m, xs):
 
 
 def sequential_rule(g, m, x):
-    for sub in m:
+    """nn.Sequential (and a ModuleList a block runs as a chain): each member reads the last one's output."""
+    for i, sub in enumerate(m):
         x = g.run(sub, x)
+        if isinstance(m, nn.Sequential):
+            g.chained(m, i, sub)
     return x
 
 
 def bottleneck_rule(g, m, x):
+    """Bottleneck: ``x + cv2(cv1(x))`` (``add``; a residual block the pruner may remove whole), else without ``x``."""
     y = g.run(m.cv2, g.run(m.cv1, x))
-    return g.add(x, y) if getattr(m, "add", False) else y
+    if not getattr(m, "add", False):
+        return y
+    if _is_conv(m.cv2, False):
+        g.residual[m] = m.cv2.conv
+    return g.add(x, y)
 
 
 def c2f_rule(g, m, x):
@@ -99,8 +107,11 @@ def c2f_rule(g, m, x):
         return g.opaque(m, x, "unexpected C2f layout")
     halves = g.conv(m.cv1, x, chunks=2)
     ys = [type(halves)([seg]) for seg in halves]
-    for block in m.m:
+    folds = _is_conv(m.cv2) and isinstance(m.m, nn.ModuleList)  # a removed block's slice folds into cv2's
+    for i, block in enumerate(m.m):
         ys.append(g.run(block, ys[-1]))
+        if folds:
+            g.chained(m.m, i, block, owner=m)
     g.finalizers.append(lambda: setattr(m, "c", m.cv1.conv.out_channels // 2))
     return g.run(m.cv2, g.concat(ys))
 

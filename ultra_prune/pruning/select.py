@@ -12,7 +12,10 @@ go to the group that comes first in the graph, equal channel scores to the lower
 **Rounding:** steps are taken until the budget's share of its total is removed, so the result removes at least the
 budget and at most one step (``round_to`` channels of each member of one group) more; less only when every group is
 at its floor. A budget says what a step saves: ``Channels`` counts prunable channels, ``Flops`` the FLOPs of a
-``cost.FlopsModel``, ``Latency`` the milliseconds of a ``cost.LatencyModel``. Knows torch only.
+``cost.FlopsModel``, ``Latency`` the milliseconds of a ``cost.LatencyModel``.
+
+**Depth:** where every group at its floor still leaves more than a FLOPs or latency budget, ``select_blocks`` picks
+residual blocks (``graph.Block``) to remove whole, least important first, until the budget is met. Knows torch only.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Protocol
 
 import torch
 
-from ultra_prune.pruning.graph import Space
+from ultra_prune.pruning.graph import Block, Space
 from ultra_prune.pruning.importance import Importance
 
 
@@ -73,6 +76,7 @@ class Flops:
 
     def saving(self, space: Space, n: int) -> float:
         return self.cost.saving(space, n)
+
 
 
 class Latency(Flops):
@@ -173,3 +177,25 @@ def select(spaces: list[Space], budget: Budget, importance: Importance, round_to
             if k < s.size:
                 keep[s] = torch.sort(order[id(s)][s.size - k:]).values
     return keep
+
+
+def select_blocks(spaces: list[Space], keep: dict[Space, torch.Tensor], blocks: list[Block], budget: Flops,
+                  importance: Importance) -> list[Block]:
+    """The residual blocks to remove whole when ``select``'s ``keep`` (of ``spaces``) still misses a cost budget
+    (``Flops`` or ``Latency``, its count left as ``select`` left it): least important first, until the budget is met
+    or none is left. A block's importance is the summed importance of the channels its hidden spaces keep; equal
+    scores go to the block first in the graph."""
+    goal, removed = budget.ratio * budget.cost.total, budget.cost.removed()
+    if removed >= goal - 1e-9:
+        return []
+    scored = []
+    for at, b in enumerate(blocks):
+        score = sum(float(importance(s)[keep[s] if s in keep else slice(None)].sum()) for s in b.hidden(spaces))
+        scored.append((score, at, b))
+    chosen = []
+    for _, _, b in sorted(scored, key=lambda t: t[:2]):
+        if removed >= goal - 1e-9:
+            break
+        removed += budget.cost.remove_block(b)
+        chosen.append(b)
+    return chosen

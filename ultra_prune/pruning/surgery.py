@@ -3,7 +3,7 @@
 A channel whose BN scale is ~0 outputs the constant ``act(beta)`` (summed over a residual group). Before that
 channel is removed, its contribution ``sum_kh,kw W[:, c] * const`` is moved into every consumer: into the running
 mean of the BatchNorm after the consumer conv, or into the conv's bias. With gamma exactly 0 the pruned model
-matches the original away from zero-padded borders.
+matches the original away from zero-padded borders. Residual blocks chosen whole (depth) are taken out last.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ultra_prune.pruning.graph import Space
+from ultra_prune.pruning.graph import Block, Space
 
 
 def _keep_mask(size: int, removed_at: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
@@ -96,3 +96,22 @@ def slice_channels(keep: dict[Space, torch.Tensor]) -> None:
             conv.bias = nn.Parameter(conv.bias.data[out_mask].clone(), requires_grad=conv.bias.requires_grad)
         if conv in bns:
             _slice_bn(bns[conv], out_mask)
+
+
+@torch.no_grad()
+def remove_blocks(blocks: list[Block]) -> None:
+    """Take every residual block of ``blocks`` out of its chain, leaving ``x`` where it computed ``x + f(x)`` (in
+    place, after ``slice_channels``). In a C2f-style owner the block's output slice of ``cv2``'s input equals its
+    input slice once the block is gone, so its weights are added to that slice's and the slice is removed: the
+    model computes exactly the original with those branches set to zero."""
+    for b in sorted(blocks, key=lambda b: -b.index):  # later members first: the earlier indices stay valid
+        if b.owner is not None:
+            conv = b.owner.cv2.conv
+            c = conv.in_channels // (2 + len(b.parent))  # cv2 reads [half, half, block 0, block 1, ...]
+            at, into = (b.index + 2) * c, (b.index + 1) * c
+            w = conv.weight.data.clone()
+            w[:, into : into + c] += w[:, at : at + c]
+            w = torch.cat([w[:, :at], w[:, at + c :]], 1)
+            conv.weight = nn.Parameter(w, requires_grad=conv.weight.requires_grad)
+            conv.in_channels -= c
+        del b.parent[b.index]
