@@ -1,18 +1,20 @@
 """``prune_by=latency``: does the measured latency land on the budget, and what does aiming at latency buy?
 
     python benchmarks/bench_latency.py budget   [--models yolov8n.yaml ...] [--runtimes onnxruntime openvino]
-                                                [--cuts 0.3 0.5 0.7] [--imgsz 320]
+                                                [--cuts 0.3 0.5 0.7] [--imgsz 320] [--no-depth] [--repeats 3]
     python benchmarks/bench_latency.py accuracy [--base-epochs 20] [--finetune-epochs 10] [--imgsz 320]
                                                 [--cuts 0.5] [--families v8 26] [--seed 0] [--teacher] [--n-only]
 
 ``budget`` (no training): every model is built from yaml with seeded random BatchNorm scales, saved, and pruned the
 way ``yolo prune model=m.pt prune=<cut> prune_by=latency`` prunes it (``api.prune``: BN |gamma| ranking,
-``prune_round=auto``, from an empty cache of this benchmark's own). Then the unpruned and every pruned model are
-exported (``YOLO(...).export``) and timed again the way a user would: batch 1, one thread, the runtime's own
-session, all of a model's variants interleaved, the median of 100 rounds after warm-up. It prints predicted and
-measured latency ratios, measured / budget (goal <= 1.05), the time of the first pruning (measuring
-``prune_round=auto``, the layers and the whole-model fit) and of a second one (cached), and the machine's load
-average before and after.
+``prune_round=auto``, ``prune_depth=True``, from an empty cache of this benchmark's own; ``--no-depth``:
+``prune_depth=False``). Then the unpruned and every pruned model are exported (``YOLO(...).export``) and timed again
+the way a user would: batch 1, one thread, the runtime's own session, all of a model's variants interleaved, the
+median of 100 rounds after warm-up, three times over (``--repeats``): the ratio printed is the median of the three
+ratios, and ``spread`` their range (the machine's own noise). It prints predicted and measured latency ratios,
+measured / budget (goal <= 1.05), how many residual blocks went whole, the time of the first pruning (measuring
+``prune_round=auto``, the layers and the whole-model fit) and of a second one (cached), the CPU and the machine's
+load average before and after.
 
 ``accuracy`` (training, the harder built-in data at 128 px, SGD, one base per model): ``prune_by=latency`` of
 yolov8n at each cut (as ``prune=`` prunes: the exported result checked on onnxruntime) against ``prune_by=flops``
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -40,7 +43,7 @@ from torch import nn
 from ultra_prune.latency import Cache, LatencyTable, preferred_round
 from ultra_prune.pruning import prune_model
 from ultra_prune.report import gflops
-from ultra_prune.runtimes import interleaved_ms, runtime_for
+from ultra_prune.runtimes import cpu_name, interleaved_ms, runtime_for
 
 MODELS = ["yolov8n.yaml", "yolov8s.yaml", "yolo11n.yaml", "yolo26n.yaml", "yolov8n-seg.yaml"]
 
@@ -67,9 +70,9 @@ def budget(a) -> list[dict]:
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    print(f"load average before: {os.getloadavg()[0]:.2f}")
-    print(f"{'model':<14}{'runtime':<13}{'cut':>5}{'round':>6}{'pred':>8}{'meas':>8}{'meas/budget':>12}"
-          f"{'GFLOPs':>8}{'ms before':>10}{'cold s':>8}{'hit s':>7}  goal")
+    print(f"{cpu_name()}; load average before: {os.getloadavg()[0]:.2f}")
+    print(f"{'model':<14}{'runtime':<13}{'cut':>5}{'round':>6}{'blocks':>7}{'pred':>8}{'meas':>8}{'spread':>13}"
+          f"{'meas/budget':>12}{'GFLOPs':>8}{'ms before':>10}{'cold s':>8}{'hit s':>7}  goal")
     for runtime_name in a.runtimes:
         runtime = runtime_for(runtime_name)
         cache_file = out / f"latency_{runtime_name}.json"
@@ -83,25 +86,33 @@ def budget(a) -> list[dict]:
                 t = time.perf_counter()
                 pruned.append(prune(src, prune=cut, prune_by="latency", imgsz=a.imgsz, latency_runtime=runtime_name,
                                     prune_round=a.round or None, verbose=False, exist_ok=True, report_files=False,
-                                    prune_out=out / f"{yaml[:-5]}_{runtime_name}_{cut:g}.pt"))
+                                    prune_out=out / f"{yaml[:-5]}_{runtime_name}_{cut:g}.pt",
+                                    prune_depth=not a.no_depth))
                 cold = cold or time.perf_counter() - t
             t = time.perf_counter()
             prune(src, prune=a.cuts[0], prune_by="latency", imgsz=a.imgsz, latency_runtime=runtime_name,
                   prune_round=a.round or None, verbose=False, prune_out=out / "again.pt", exist_ok=True,
-                  report_files=False)
+                  report_files=False, prune_depth=not a.no_depth)
             hit = time.perf_counter() - t
-            ms = interleaved_ms(runtime.models([model] + [p for p, _ in pruned], a.imgsz, 1), rounds=100)
+            runs = runtime.models([model] + [p for p, _ in pruned], a.imgsz, 1)
+            repeats = [interleaved_ms(runs, rounds=100) for _ in range(a.repeats)]
             g0 = gflops(model, a.imgsz)
-            for cut, (p, report), m in zip(a.cuts, pruned, ms[1:]):
+            for i, (cut, (p, report)) in enumerate(zip(a.cuts, pruned), 1):
                 pb, pa = report.latency_predicted
+                ratios = sorted(ms[i] / ms[0] for ms in repeats)
+                measured = statistics.median(ratios)
                 row = dict(model=yaml, runtime=runtime_name, cut=cut, round=report.prune_round, predicted=pa / pb,
-                           measured=m / ms[0], over=m / ms[0] / (1 - cut), gflops=gflops(p, a.imgsz) / g0,
-                           ms_before=ms[0], ms_after=m, predicted_ms=(pb, pa), cold_s=cold, hit_s=hit,
-                           report_measured=report.latency_measured)
+                           measured=measured, spread=(ratios[0], ratios[-1]), over=measured / (1 - cut),
+                           blocks=len(report.removed_blocks), gflops=gflops(p, a.imgsz) / g0,
+                           ms_before=statistics.median(ms[0] for ms in repeats),
+                           ms_after=statistics.median(ms[i] for ms in repeats), predicted_ms=(pb, pa), cold_s=cold,
+                           hit_s=hit, report_measured=report.latency_measured)
                 rows.append(row)
-                print(f"{yaml[:-5]:<14}{runtime_name:<13}{cut:>5.1f}{row['round']:>6}{row['predicted']:>8.3f}"
-                      f"{row['measured']:>8.3f}{row['over']:>12.3f}{row['gflops']:>8.3f}{ms[0]:>10.2f}{cold:>8.1f}"
-                      f"{hit:>7.2f}  {'met' if row['over'] <= 1.05 else 'NOT met'}", flush=True)
+                spread = f"{ratios[0]:.3f}-{ratios[-1]:.3f}"
+                print(f"{yaml[:-5]:<14}{runtime_name:<13}{cut:>5.1f}{row['round']:>6}{row['blocks']:>7}"
+                      f"{row['predicted']:>8.3f}{measured:>8.3f}{spread:>13}{row['over']:>12.3f}{row['gflops']:>8.3f}"
+                      f"{row['ms_before']:>10.2f}{cold:>8.1f}{hit:>7.2f}  {'met' if row['over'] <= 1.05 else 'NOT met'}",
+                      flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     (out / "budget.json").write_text(json.dumps(rows, indent=1))
     return rows
@@ -242,6 +253,9 @@ def main():
                     help="accuracy: the n/s model pairs (the latency and flops arms prune the first family's n)")
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--round", type=int, default=0, help="prune_round (default: auto, measured per model)")
+    ap.add_argument("--no-depth", action="store_true", help="budget: prune_depth=False (never remove a block whole)")
+    ap.add_argument("--repeats", type=int, default=3, help="budget: timings of every model's variants, 100 rounds "
+                                                          "each (the median ratio is printed)")
     ap.add_argument("--base-epochs", type=int, default=20)
     ap.add_argument("--finetune-epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0, help="accuracy: ultralytics' seed= of every arm after the bases "
