@@ -13,7 +13,7 @@ from torch import nn
 
 from helpers import IMGSZ, build, calibrate, check_consistent, n_params, run, tensors
 from ultra_prune.pruning import analyse, prune_model
-from ultra_prune.pruning.cost import LatencyModel
+from ultra_prune.pruning.cost import LatencyModel, WidthCount
 from ultra_prune.pruning.surgery import remove_blocks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -77,9 +77,13 @@ def test_removing_part_of_a_c2f_folds_the_right_slices():
             _zero_branch(b)
         cin, c = m.model[4].cv2.conv.in_channels, m.model[4].c
         before = [t.clone() for t in tensors(run(m))]
+        gone = {c for b in blocks for c in b.module.modules() if isinstance(c, nn.Conv2d)}
+        assert gone <= WidthCount(m, IMGSZ).area.keys()
         remove_blocks(blocks)
         assert len(m.model[4].m) == 2 - len(which)
         assert m.model[4].cv2.conv.in_channels == cin - c * len(which)
+        count = WidthCount(m, IMGSZ)  # the same model object, changed in place: counted afresh
+        assert not gone & count.area.keys() and count.cin[m.model[4].cv2.conv] == cin - c * len(which)
         assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(tensors(run(m)), before))
 
 

@@ -273,12 +273,15 @@ def preferred_round(runtime, model: nn.Module, imgsz: int, batch: int = 1, cache
 
 
 def floor_share(model: nn.Module, table: LatencyTable, floor: int, imgsz: int) -> float:
-    """The share of its predicted latency ``model`` keeps with every layer at its floor (at ``table``'s rounding)."""
-    from ultra_prune.pruning import prune_model
+    """The share of its predicted latency ``model`` keeps with every layer at its floor (at ``table``'s rounding),
+    as ``prune_model`` would prune it, from the selection alone (no copy, no surgery)."""
+    from ultra_prune.pruning import analyse, budget_for
+    from ultra_prune.pruning.importance import Magnitude
+    from ultra_prune.pruning.select import select
 
-    before, after = prune_model(model, 0.999, table.round_to, floor, "latency", imgsz,
-                                latency=table.model)[1]["latency_ms"]
-    return after / before
+    budget = budget_for("latency", 0.999, model, imgsz, table.model)
+    select(analyse(model).roots(), budget, Magnitude(), table.round_to, floor)
+    return budget.cost.latency() / budget.cost.total
 
 
 def _fastest_round(runtime, model: nn.Module, imgsz: int, batch: int, cache: Cache, verbose: bool) -> int:

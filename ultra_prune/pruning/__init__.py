@@ -70,9 +70,9 @@ def channel_widths(model: nn.Module, imgsz: int = 64) -> tuple[dict, list[int]]:
     return seen, [seen.get(m, 0) for m in model.model]
 
 
-def analyse(model: nn.Module, imgsz: int = 64) -> ChannelGraph:
-    """Build the channel dependency graph of ``model`` (not modified)."""
-    seen, _ = channel_widths(model, imgsz)
+def analyse(model: nn.Module, imgsz: int = 64, seen: dict | None = None) -> ChannelGraph:
+    """Build the channel dependency graph of ``model`` (not modified); ``seen``: its ``channel_widths`` when known."""
+    seen = seen if seen is not None else channel_widths(model, imgsz)[0]
     graph = ChannelGraph(rule_for, seen)
     graph.analyse(model, input_channels(model))
     return graph
@@ -126,8 +126,8 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
     check_prunable(model)
     importance = importance or Magnitude()
     model = copy.deepcopy(model).float()
-    _, before = channel_widths(model)
-    graph = analyse(model)
+    seen, before = channel_widths(model)
+    graph = analyse(model, seen=seen)
     roots = graph.roots()
     budget = budget_for(prune_by, ratio, model, imgsz, latency)
     bound = importance.bind(model)

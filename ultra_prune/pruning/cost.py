@@ -13,12 +13,35 @@ Knows torch only.
 
 from __future__ import annotations
 
+import weakref
 from typing import NamedTuple, Protocol
 
 import torch
 from torch import nn
 
 from ultra_prune.pruning.probe import forward_zeros
+
+
+_PIXELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(size, parameter shapes): pixels}
+
+
+def _pixels(model: nn.Module, size: int) -> tuple[dict, dict]:
+    """``(output pixels, input (height, width))`` of every conv and Linear one inference pass of ``model`` at
+    ``size`` runs, in the order it runs them; remembered per model while its parameter shapes stay the same (the
+    cost models and the latency table's keys ask for the same model several times)."""
+    key = (size, tuple(p.shape for p in model.parameters()))
+    known = _PIXELS.get(model)
+    if known is not None and key in known:
+        return known[key]
+    area, shape_in = {}, {}
+
+    def hook(mod, x, y):
+        area[mod] = y[0].numel() // y.shape[1]
+        shape_in[mod] = tuple(x[0].shape[2:])
+
+    forward_zeros(model, size, {m: hook for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))})
+    _PIXELS[model] = {key: (area, shape_in)}
+    return area, shape_in
 
 
 class WidthCount:
@@ -31,21 +54,15 @@ class WidthCount:
         self.bn_of: dict[nn.Conv2d, nn.BatchNorm2d] = {}
         self.act_of: dict[nn.Conv2d, bool] = {}  # whether an activation follows the conv (its Conv block's act)
 
-        def hook(mod, x, y):
-            self.area[mod] = y[0].numel() // y.shape[1]
-            self.shape_in[mod] = tuple(x[0].shape[2:])
-
-        hooks = {}
         for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                hooks[m] = hook
             conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                 self.bn_of[conv] = bn
                 self.act_of[conv] = not isinstance(getattr(m, "act", None), (nn.Identity, type(None)))
         stride = max(int(getattr(model, "stride", torch.tensor([32])).max()), 32)
         self.size = max(stride, int(imgsz) // stride * stride)
-        forward_zeros(model, self.size, hooks)
+        area, shape_in = _pixels(model, self.size)
+        self.area, self.shape_in = dict(area), dict(shape_in)
         self.cin = {c: getattr(c, "in_channels", getattr(c, "in_features", 0)) for c in self.area}
         self.cout = {c: getattr(c, "out_channels", getattr(c, "out_features", 0)) for c in self.area}
         self.groups = {c: getattr(c, "groups", 1) for c in self.area}
