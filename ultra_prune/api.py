@@ -106,46 +106,63 @@ def warn_short_of_target(source, target: PruneConfig, progress: float, reached: 
                        "prune= to prune further by importance")
 
 
-CORRECTIONS = 2  # prune_by=latency: how many times a pruning that measures over its budget is made again
+CORRECTIONS = 2  # prune_by=latency: how many times a pruning that measures off its budget is made again
+BAND = (0.95, 1.02)  # a pruning measured within these shares of its budget is taken as it is
 
 
 def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, verbose: bool = True):
     """``prune_model`` under ``prune_by=latency``, checked on the runtime: ``(pruned, info, (ms before, ms
-    after))``. When the exported model measures more than 1.02x the budget (the runtime fuses or reorders what the
-    per-layer table cannot see), it is pruned again from ``model`` to a prediction lowered by that error, up to
-    ``CORRECTIONS`` times, or until the floors stop it."""
+    after))``. When the exported model measures outside ``BAND`` of the budget (the runtime fuses, reorders or
+    skips what the per-layer table cannot see), it is pruned again from ``model`` to a prediction moved by that
+    error, up to ``CORRECTIONS`` times, or until the floors stop it; of the tries, the least pruned one within
+    ``BAND[1]`` of the budget is kept (else the fastest). The aim that was kept is cached with the table's timings,
+    keyed by the first try's architecture, so the same pruning again goes straight to it."""
     from ultralytics.utils import LOGGER, colorstr
 
     from ultra_prune.logs import log
     from ultra_prune.pruning import prune_model
 
-    goal, aim, best = 1 - cfg.ratio, cfg.ratio, None
-    for attempt in range(CORRECTIONS + 1):
+    goal, aim, tried, memo, corrections = 1 - cfg.ratio, cfg.ratio, [], None, 0
+    while True:
         pruned, info = prune_model(model, aim, cfg.round_to, cfg.floor, "latency", cfg.imgsz, importance=importance,
                                    latency=table.model, depth=cfg.depth)
         if not info["pruned"]:
-            return pruned, info, None
+            if not tried:
+                return pruned, info, None
+            break
         before, after = table.whole([model, pruned], cfg.imgsz)
         (pb, pa), ratio = info["latency_ms"], after / before
-        if best is None or ratio < best[2][1] / best[2][0]:
-            best = pruned, info, (before, after)
-        else:  # pruning deeper measured slower: the runtime's own behaviour, not the table's error
+        tried.append((ratio, aim, pruned, info, (before, after)))
+        if memo is None:  # the same model, settings and importance prune to this architecture first
+            memo = (f"aim {table.arch_key(model, cfg.imgsz)} {table.arch_key(pruned, cfg.imgsz)} {cfg.ratio} "
+                    f"{cfg.floor} {cfg.depth}")
+            known = table.cache.get(table.key, memo)
+            if known is not None and abs(known - aim) > 1e-9:
+                aim = known
+                continue
+        if BAND[0] * goal <= ratio <= BAND[1] * goal:
             break
-        if ratio <= goal * 1.02 or pa > (1 - aim) * pb * 1.001:  # met, or every layer at its floor
+        if ratio > goal and pa > (1 - aim) * pb * 1.001:  # over, and every layer at its floor
             break
-        if attempt < CORRECTIONS:
-            aim = 1 - (1 - aim) * goal / ratio
-            if verbose:
-                LOGGER.info(f"{colorstr('ultra-prune:')} the pruned model measured {ratio:.3f} of the latency on "
-                            f"{cfg.runtime} for a predicted {pa / pb:.3f}; pruning again to a predicted "
-                            f"{1 - aim:.3f}")
-    pruned, info, (before, after) = best
-    (pb, pa), ratio = info["latency_ms"], after / before
+        if corrections == CORRECTIONS:
+            break
+        corrections += 1
+        aim = min(max(1 - (1 - aim) * goal / ratio, 1e-3), 0.999)
+        if any(abs(aim - t[1]) < 1e-6 for t in tried):
+            break
+        if verbose:
+            LOGGER.info(f"{colorstr('ultra-prune:')} the pruned model measured {ratio:.3f} of the latency on "
+                        f"{cfg.runtime} for a predicted {pa / pb:.3f}; pruning again to a predicted {1 - aim:.3f}")
+    within = [t for t in tried if t[0] <= BAND[1] * goal]
+    ratio, aim, pruned, info, measured = max(within, key=lambda t: t[0]) if within else min(tried, key=lambda t: t[0])
+    table.cache.put(table.key, memo, aim)
+    table.cache.save()
+    pb, pa = info["latency_ms"]
     if ratio > goal * 1.05 and pa <= (1 - cfg.ratio) * pb * 1.001:  # (the floors have their own warning)
         log("warning", f"ultra-prune: the pruned model measured {ratio / goal:.2f}x its latency budget on "
                        f"{cfg.runtime} (predicted {pa / pb:.3f} of the latency, measured {ratio:.3f}), re-pruned up "
                        f"to {CORRECTIONS} times; ask for a larger prune= to get under it")
-    return best
+    return pruned, info, measured
 
 
 def warn_latency_floor(cfg: PruneConfig, before: float, after: float) -> None:

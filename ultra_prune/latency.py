@@ -166,7 +166,8 @@ class LatencyTable:
             return _interp(wo, to, cout)
         return _interp(wi, ti, cin) * _interp(wo, to, cout) / max(to[-1], 1e-9)
 
-    def _arch_key(self, model: nn.Module, imgsz: int) -> str:
+    def arch_key(self, model: nn.Module, imgsz: int) -> str:
+        """What a whole-model timing of ``model`` at ``imgsz`` depends on: its conv shapes and widths, layer types."""
         shapes = convs(model, imgsz, self.batch)
         layers = [type(m).__name__ for m in getattr(model, "model", [])]
         text = json.dumps([[*s, c.in_channels, c.out_channels] for c, s in shapes.items()] + [layers, imgsz])
@@ -184,7 +185,7 @@ class LatencyTable:
     def fit(self, model: nn.Module, imgsz: int) -> tuple[float, float]:
         """``(alpha, beta)`` of ``model``: its measured latency and that of two copies pruned by 35 % and 65 % of
         the summed layer times (BN |gamma| ranked), against those sums, by least squares."""
-        key = f"fit {self._arch_key(model, imgsz)} round {self.round_to}"
+        key = f"fit {self.arch_key(model, imgsz)} round {self.round_to}"
         cached = self.cache.get(self.key, key)
         if cached is not None:
             return tuple(cached)
@@ -214,7 +215,7 @@ class LatencyTable:
         median of ``rounds`` rounds after warm-up (cached for this very list of architectures)."""
         from ultra_prune.runtimes import interleaved_ms
 
-        key = "whole " + hashlib.sha1(" ".join(self._arch_key(m, imgsz) for m in models).encode()).hexdigest()
+        key = "whole " + hashlib.sha1(" ".join(self.arch_key(m, imgsz) for m in models).encode()).hexdigest()
         cached = self.cache.get(self.key, key)
         if cached is not None:
             return list(cached)
@@ -290,7 +291,7 @@ def _fastest_round(runtime, model: nn.Module, imgsz: int, batch: int, cache: Cac
     from ultra_prune.pruning import prune_model
 
     fine = LatencyTable(runtime, ROUNDS[0], batch, cache, verbose)
-    key = f"round {fine._arch_key(model, imgsz)}"
+    key = f"round {fine.arch_key(model, imgsz)}"
     if cache.get(fine.key, key) is not None:
         return int(cache.get(fine.key, key))
     fine.measure(model, imgsz)  # every multiple of 8: the coarser roundings' widths too
