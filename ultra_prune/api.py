@@ -116,13 +116,14 @@ def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, ve
     skips what the per-layer table cannot see), it is pruned again from ``model`` to a prediction moved by that
     error, up to ``CORRECTIONS`` times, or until the floors stop it; of the tries, the least pruned one within
     ``BAND[1]`` of the budget is kept (else the fastest). The aim that was kept is cached with the table's timings,
-    keyed by the first try's architecture, so the same pruning again goes straight to it."""
+    keyed by the first try's architecture, so the same pruning again goes straight to it and takes it (under DDP the
+    other ranks get rank 0's cache, and so its choice)."""
     from ultralytics.utils import LOGGER, colorstr
 
     from ultra_prune.logs import log
     from ultra_prune.pruning import prune_model
 
-    goal, aim, tried, memo, corrections = 1 - cfg.ratio, cfg.ratio, [], None, 0
+    goal, aim, tried, memo, corrections, remembered = 1 - cfg.ratio, cfg.ratio, [], None, 0, False
     while True:
         pruned, info = prune_model(model, aim, cfg.round_to, cfg.floor, "latency", cfg.imgsz, importance=importance,
                                    latency=table.model, depth=cfg.depth)
@@ -133,11 +134,16 @@ def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, ve
         before, after = table.whole([model, pruned], cfg.imgsz)
         (pb, pa), ratio = info["latency_ms"], after / before
         tried.append((ratio, aim, pruned, info, (before, after)))
+        if remembered:
+            break
         if memo is None:  # the same model, settings and importance prune to this architecture first
             memo = (f"aim {table.arch_key(model, cfg.imgsz)} {table.arch_key(pruned, cfg.imgsz)} {cfg.ratio} "
                     f"{cfg.floor} {cfg.depth}")
             known = table.cache.get(table.key, memo)
-            if known is not None and abs(known - aim) > 1e-9:
+            if known is not None:  # taken as it measures, no correction: every DDP rank agrees
+                remembered = True
+                if abs(known - aim) < 1e-9:
+                    break
                 aim = known
                 continue
         if BAND[0] * goal <= ratio <= BAND[1] * goal:
@@ -154,7 +160,8 @@ def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, ve
             LOGGER.info(f"{colorstr('ultra-prune:')} the pruned model measured {ratio:.3f} of the latency on "
                         f"{cfg.runtime} for a predicted {pa / pb:.3f}; pruning again to a predicted {1 - aim:.3f}")
     within = [t for t in tried if t[0] <= BAND[1] * goal]
-    ratio, aim, pruned, info, measured = max(within, key=lambda t: t[0]) if within else min(tried, key=lambda t: t[0])
+    ratio, aim, pruned, info, measured = (tried[-1] if remembered else max(within, key=lambda t: t[0]) if within
+                                          else min(tried, key=lambda t: t[0]))
     table.cache.put(table.key, memo, aim)
     table.cache.save()
     pb, pa = info["latency_ms"]
