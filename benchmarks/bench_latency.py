@@ -4,6 +4,8 @@
                                                 [--cuts 0.3 0.5 0.7] [--imgsz 320] [--no-depth] [--repeats 3]
     python benchmarks/bench_latency.py accuracy [--base-epochs 20] [--finetune-epochs 10] [--imgsz 320]
                                                 [--cuts 0.5] [--families v8 26] [--seed 0] [--teacher] [--n-only]
+    python benchmarks/bench_latency.py depth    [--families 26] [--cuts 0.7] [--runtimes openvino] [--imgsz 320]
+                                                [--base-epochs 20] [--finetune-epochs 10]
 
 ``budget`` (no training): every model is built from yaml with seeded random BatchNorm scales, saved, and pruned the
 way ``yolo prune model=m.pt prune=<cut> prune_by=latency`` prunes it (``api.prune``: BN |gamma| ranking,
@@ -25,6 +27,12 @@ model trained the same total epochs, and the s model slimmed to the n model's me
 that slimmed s model fine-tuned with ``distill_model=`` its base trained on at full width for the fine-tuning
 epochs (the teacher; in the table too). ``--n-only``: only the first family's n base and its latency and flops
 arms. Writes ``accuracy.png`` (mAP50-95 against measured latency) and ``accuracy.json``.
+
+``depth`` (training, the same data and bases as ``accuracy``): what removing whole residual blocks costs where the
+floors bind. The first family's n base is pruned by the last of ``--cuts`` of its latency on the first of
+``--runtimes`` (as ``prune=`` prunes: Taylor-ranked, the exported result checked), once with ``prune_depth=True``
+and once with ``prune_depth=False``; both, and the base at full width, are fine-tuned the same epochs, then
+exported and timed on that runtime (interleaved, three times over). Writes ``depth.json``.
 """
 
 from __future__ import annotations
@@ -220,6 +228,62 @@ def accuracy(a) -> list[dict]:
     return rows
 
 
+def depth(a) -> list[dict]:
+    from common import checkpoint_model, hard_dataset, map50_95, train
+
+    from ultra_prune.api import prune_to_measured
+    from ultra_prune.args import PruneConfig
+    from ultra_prune.calibrate import taylor_scores
+    from ultra_prune.checkpoint import save_model
+    from ultra_prune.pruning import MARKER
+    from ultra_prune.pruning.importance import Taylor
+
+    out = Path(a.out).resolve()
+    common.REUSE = True
+    data = hard_dataset(out / "data")
+    kw = dict(optimizer="SGD", imgsz=128, seed=a.seed)
+    name, cut = a.runtimes[0], a.cuts[-1]
+    runtime, cache = runtime_for(name), Cache(out / f"latency_{name}.json")
+    n_yaml = FAMILIES[a.families[0]][0]
+    n = n_yaml[:-5].removeprefix("yolo")
+    base = train(n_yaml, data, out, f"{n}_base", epochs=a.base_epochs, **{**kw, "seed": 0})
+    model = checkpoint_model(base)
+    round_to = a.round or preferred_round(runtime, model, a.imgsz, cache=cache, verbose=False, reach=cut)
+    table = LatencyTable(runtime, round_to, cache=cache, verbose=False)
+    importance = None
+    arms, blocks = {}, {}
+    for deep in (True, False):
+        arm = f"{n}_{name}_{cut}_{'depth' if deep else 'widths'}"
+        pt = out / f"{arm}.pt"
+        if not pt.exists():
+            importance = importance or Taylor(taylor_scores(model, str(data), 128, 16))
+            cfg = PruneConfig(cut, "latency", round_to=round_to, floor=8, imgsz=a.imgsz, runtime=name, depth=deep)
+            pruned, _, (before, after) = prune_to_measured(model, cfg, importance, table, verbose=False)
+            print(f"{arm}: measured {after / before:.3f} of the latency when pruned", flush=True)
+            save_model(pruned, pt, exist_ok=True)
+        label = f"{n} -{cut:.0%} latency, prune_depth={deep}"
+        blocks[label] = len(getattr(checkpoint_model(pt), MARKER)["history"][-1].get("removed_blocks", []))
+        arms[label] = train(pt, data, out, arm, epochs=a.finetune_epochs, **kw)
+    arms[f"{n} full width"] = train(base, data, out, f"{n}_full", epochs=a.finetune_epochs, **kw)
+    runs = runtime.models([model] + [checkpoint_model(w) for w in arms.values()], a.imgsz, 1)
+    repeats = [interleaved_ms(runs, rounds=100) for _ in range(3)]
+    print(f"{cpu_name()}; load average: {os.getloadavg()[0]:.2f}; seed {a.seed} (the base: 0)")
+    print(f"\n{'arm':<38}{'blocks':>7}{'mAP50-95':>10}{'ms @' + str(a.imgsz):>10}{'of base':>9}{'spread':>13}"
+          f"{'GFLOPs':>8}")
+    rows = []
+    for i, (label, w) in enumerate(arms.items(), 1):
+        ratios = sorted(ms[i] / ms[0] for ms in repeats)
+        row = dict(arm=label, blocks=blocks.get(label, 0), map=map50_95(w, data),
+                   ms=statistics.median(ms[i] for ms in repeats), ratio=statistics.median(ratios),
+                   spread=(ratios[0], ratios[-1]), gflops=gflops(checkpoint_model(w), a.imgsz))
+        rows.append(row)
+        print(f"{label:<38}{row['blocks']:>7}{row['map']:>10.4f}{row['ms']:>10.2f}{row['ratio']:>9.3f}"
+              f"{f'{ratios[0]:.3f}-{ratios[-1]:.3f}':>13}{row['gflops']:>8.3f}")
+    print(f"budget: {1 - cut:.3f} of the base's latency on {name}")
+    (out / "depth.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 def plot(rows, path, imgsz) -> None:
     import matplotlib
 
@@ -245,7 +309,7 @@ def plot(rows, path, imgsz) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["budget", "accuracy"])
+    ap.add_argument("part", choices=["budget", "accuracy", "depth"])
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino"])
     ap.add_argument("--cuts", type=float, nargs="+", default=[0.3, 0.5, 0.7])
@@ -267,7 +331,7 @@ def main():
     ap.add_argument("--out", default="runs/bench_latency")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    (budget if a.part == "budget" else accuracy)(a)
+    {"budget": budget, "accuracy": accuracy, "depth": depth}[a.part](a)
 
 
 if __name__ == "__main__":
