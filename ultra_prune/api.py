@@ -212,9 +212,9 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     at ``imgsz`` and batch ``latency_batch`` (``'latency'``; see ``ultra_prune.latency``), least important first
     (``prune_importance``: by default first-order Taylor scores from ``data`` when given, else BN |gamma|); where
     every layer at its floor still misses a GFLOPs or latency share, whole residual blocks go too (``prune_depth``,
-    default on). Without
-    ``prune``, a checkpoint of a ``sparsity_target`` run is pruned as that run recorded it (target, floors,
-    ``imgsz``): exactly the channels it drove to zero are removed, with a warning when they fall short of its target.
+    default on). Without ``prune``, a checkpoint of a ``sparsity_target`` run is pruned as that run recorded it
+    (target, floors, ``imgsz``): exactly the channels it drove to zero are removed, with a warning when they fall
+    short of its target.
 
     A path input writes ``<stem>_pruned.pt`` beside it (or ``prune_out``), atomically and never over an existing
     file unless ``exist_ok``, and (``report_files``) ``<output stem>_report.txt`` / ``.json`` beside that. A module

@@ -1,9 +1,10 @@
 """Network-slimming channel pruning of ultralytics models (detect, segment, pose, obb, classify).
 
 ``prune_model`` = checks -> dependency analysis (``graph`` + ``rules``) -> selection (``select``: a budget, ranked
-by an ``importance``; with ``depth``, whole residual blocks where the floors stop it) -> surgery (``surgery``). The result is made only of stock ultralytics classes and carries a
-small ``ultra_prune`` marker dict (ratio, options, widths before/after). Importing this package changes nothing in
-ultralytics; it validates no user argument (the API layer has) and knows no CLI key.
+by an ``importance``; with ``depth``, whole residual blocks where the floors stop it) -> surgery (``surgery``). The
+result is made only of stock ultralytics classes and carries a small ``ultra_prune`` marker dict (ratio, options,
+widths before/after). Importing this package changes nothing in ultralytics; it validates no user argument (the API
+layer has) and knows no CLI key.
 """
 
 from __future__ import annotations

@@ -78,7 +78,6 @@ class Flops:
         return self.cost.saving(space, n)
 
 
-
 class Latency(Flops):
     """``ratio`` of the latency predicted by ``cost`` (a ``cost.LatencyModel``); steps that save too little join."""
 
