@@ -29,12 +29,13 @@ def residual_bottlenecks(model) -> int:
 @pytest.mark.parametrize("yaml", MODELS)
 def test_every_residual_bottleneck_is_a_block(yaml):
     model = build(yaml)
-    blocks = analyse(model).blocks
-    assert len(blocks) == residual_bottlenecks(model) == MODELS[yaml][0]
-    assert sum(b.owner is not None for b in blocks) == MODELS[yaml][1]
-    for b in blocks:
+    graph = analyse(model)
+    assert len(graph.blocks) == residual_bottlenecks(model) == MODELS[yaml][0]
+    assert sum(b.owner is not None for b in graph.blocks) == MODELS[yaml][1]
+    for b in graph.blocks:
         assert b.parent[b.index] is b.module and b.out is b.module.cv2.conv
-        assert [len(b.hidden(analyse(model).roots()))] == [1]  # cv1's output: made and read inside the block
+        (hidden,) = b.hidden(graph.roots())  # cv1's output: made and read inside the block
+        assert hidden.producers == [(b.module.cv1, 0)]
 
 
 def _zero_branch(block) -> None:
