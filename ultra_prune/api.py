@@ -162,8 +162,9 @@ def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, ve
     within = [t for t in tried if t[0] <= BAND[1] * goal]
     ratio, aim, pruned, info, measured = (tried[-1] if remembered else max(within, key=lambda t: t[0]) if within
                                           else min(tried, key=lambda t: t[0]))
-    table.cache.put(table.key, memo, aim)
-    table.cache.save()
+    if not remembered:
+        table.cache.put(table.key, memo, aim)
+        table.cache.save()
     pb, pa = info["latency_ms"]
     if ratio > goal * 1.05 and pa <= (1 - cfg.ratio) * pb * 1.001:  # (the floors have their own warning)
         log("warning", f"ultra-prune: the pruned model measured {ratio / goal:.2f}x its latency budget on "
