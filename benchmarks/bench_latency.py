@@ -70,6 +70,17 @@ def build(yaml: str, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def timed(runs, repeats: int = 3) -> list[tuple[float, float, tuple[float, float]]]:
+    """Each of ``runs`` timed interleaved, 100 rounds, ``repeats`` times over: ``(median ms, median ratio to the
+    first run, (lowest, highest) ratio)`` per run."""
+    times = [interleaved_ms(runs, rounds=100) for _ in range(repeats)]
+    out = []
+    for i in range(len(runs)):
+        ratios = sorted(ms[i] / ms[0] for ms in times)
+        out.append((statistics.median(ms[i] for ms in times), statistics.median(ratios), (ratios[0], ratios[-1])))
+    return out
+
+
 def budget(a) -> list[dict]:
     from ultra_prune import latency
     from ultra_prune.api import prune
@@ -102,21 +113,17 @@ def budget(a) -> list[dict]:
                   prune_round=a.round or None, verbose=False, prune_out=out / "again.pt", exist_ok=True,
                   report_files=False, prune_depth=not a.no_depth)
             hit = time.perf_counter() - t
-            runs = runtime.models([model] + [p for p, _ in pruned], a.imgsz, 1)
-            repeats = [interleaved_ms(runs, rounds=100) for _ in range(a.repeats)]
+            times = timed(runtime.models([model] + [p for p, _ in pruned], a.imgsz, 1), a.repeats)
             g0 = gflops(model, a.imgsz)
-            for i, (cut, (p, report)) in enumerate(zip(a.cuts, pruned), 1):
+            for cut, (p, report), (ms, measured, (lo, hi)) in zip(a.cuts, pruned, times[1:]):
                 pb, pa = report.latency_predicted
-                ratios = sorted(ms[i] / ms[0] for ms in repeats)
-                measured = statistics.median(ratios)
                 row = dict(model=yaml, runtime=runtime_name, cut=cut, round=report.prune_round, predicted=pa / pb,
-                           measured=measured, spread=(ratios[0], ratios[-1]), over=measured / (1 - cut),
-                           blocks=len(report.removed_blocks), gflops=gflops(p, a.imgsz) / g0,
-                           ms_before=statistics.median(ms[0] for ms in repeats),
-                           ms_after=statistics.median(ms[i] for ms in repeats), predicted_ms=(pb, pa), cold_s=cold,
-                           hit_s=hit, report_measured=report.latency_measured)
+                           measured=measured, spread=(lo, hi), over=measured / (1 - cut),
+                           blocks=len(report.removed_blocks), gflops=gflops(p, a.imgsz) / g0, ms_before=times[0][0],
+                           ms_after=ms, predicted_ms=(pb, pa), cold_s=cold, hit_s=hit,
+                           report_measured=report.latency_measured)
                 rows.append(row)
-                spread = f"{ratios[0]:.3f}-{ratios[-1]:.3f}"
+                spread = f"{lo:.3f}-{hi:.3f}"
                 print(f"{yaml[:-5]:<14}{runtime_name:<13}{cut:>5.1f}{row['round']:>6}{row['blocks']:>7}"
                       f"{row['predicted']:>8.3f}{measured:>8.3f}{spread:>13}{row['over']:>12.3f}{row['gflops']:>8.3f}"
                       f"{row['ms_before']:>10.2f}{cold:>8.1f}{hit:>7.2f}  {'met' if row['over'] <= 1.05 else 'NOT met'}",
@@ -265,20 +272,17 @@ def depth(a) -> list[dict]:
         blocks[label] = len(getattr(checkpoint_model(pt), MARKER)["history"][-1].get("removed_blocks", []))
         arms[label] = train(pt, data, out, arm, epochs=a.finetune_epochs, **kw)
     arms[f"{n} full width"] = train(base, data, out, f"{n}_full", epochs=a.finetune_epochs, **kw)
-    runs = runtime.models([model] + [checkpoint_model(w) for w in arms.values()], a.imgsz, 1)
-    repeats = [interleaved_ms(runs, rounds=100) for _ in range(3)]
+    times = timed(runtime.models([model] + [checkpoint_model(w) for w in arms.values()], a.imgsz, 1))
     print(f"{cpu_name()}; load average: {os.getloadavg()[0]:.2f}; seed {a.seed} (the base: 0)")
     print(f"\n{'arm':<38}{'blocks':>7}{'mAP50-95':>10}{'ms @' + str(a.imgsz):>10}{'of base':>9}{'spread':>13}"
           f"{'GFLOPs':>8}")
     rows = []
-    for i, (label, w) in enumerate(arms.items(), 1):
-        ratios = sorted(ms[i] / ms[0] for ms in repeats)
-        row = dict(arm=label, blocks=blocks.get(label, 0), map=map50_95(w, data),
-                   ms=statistics.median(ms[i] for ms in repeats), ratio=statistics.median(ratios),
-                   spread=(ratios[0], ratios[-1]), gflops=gflops(checkpoint_model(w), a.imgsz))
+    for (label, w), (ms, ratio, (lo, hi)) in zip(arms.items(), times[1:]):
+        row = dict(arm=label, blocks=blocks.get(label, 0), map=map50_95(w, data), ms=ms, ratio=ratio,
+                   spread=(lo, hi), gflops=gflops(checkpoint_model(w), a.imgsz))
         rows.append(row)
-        print(f"{label:<38}{row['blocks']:>7}{row['map']:>10.4f}{row['ms']:>10.2f}{row['ratio']:>9.3f}"
-              f"{f'{ratios[0]:.3f}-{ratios[-1]:.3f}':>13}{row['gflops']:>8.3f}")
+        print(f"{label:<38}{row['blocks']:>7}{row['map']:>10.4f}{ms:>10.2f}{ratio:>9.3f}{f'{lo:.3f}-{hi:.3f}':>13}"
+              f"{row['gflops']:>8.3f}")
     print(f"budget: {1 - cut:.3f} of the base's latency on {name}")
     (out / "depth.json").write_text(json.dumps(rows, indent=1))
     return rows

@@ -65,7 +65,7 @@ class PruneReport:
         return cls(
             prune, prune_round, prune_min, prune_by, prune_importance, layers,
             (count_params(before), count_params(after)), (gflops(before, imgsz), gflops(after, imgsz)), imgsz,
-            info["prunable_channels"], info["removed_channels"], info.get("removed_blocks", []), info["left_intact"],
+            info["prunable_channels"], info["removed_channels"], info["removed_blocks"], info["left_intact"],
             inner=inner,
         )
 
