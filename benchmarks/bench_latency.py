@@ -4,6 +4,7 @@
                                                 [--cuts 0.3 0.5 0.7] [--imgsz 320] [--no-depth] [--repeats 3]
     python benchmarks/bench_latency.py accuracy [--base-epochs 20] [--finetune-epochs 10] [--imgsz 320]
                                                 [--cuts 0.5] [--families v8 26] [--seed 0] [--teacher] [--n-only]
+                                                [--runtimes onnxruntime]
     python benchmarks/bench_latency.py depth    [--families 26] [--cuts 0.7] [--runtimes openvino] [--imgsz 320]
                                                 [--base-epochs 20] [--finetune-epochs 10]
 
@@ -19,9 +20,10 @@ measured / budget (goal <= 1.05), how many residual blocks went whole, the time 
 load average before and after.
 
 ``accuracy`` (training, the harder built-in data at 128 px, SGD, one base per model): ``prune_by=latency`` of
-yolov8n at each cut (as ``prune=`` prunes: the exported result checked on onnxruntime) against ``prune_by=flops``
-at the GFLOPs share whose exported model measures as fast (bisected on onnxruntime timings at ``--imgsz``, the
-deployment size, each candidate interleaved with the latency arm's model);
+yolov8n at each cut on the first of ``--runtimes`` (default onnxruntime; as ``prune=`` prunes: the exported result
+checked on that runtime) against ``prune_by=flops`` at the GFLOPs share whose exported model measures as fast
+(bisected on that runtime's timings at ``--imgsz``, the deployment size, each candidate interleaved with the latency
+arm's model); every model of the table is timed on that runtime;
 both Taylor-ranked on the data and fine-tuned the same epochs. Per family (``--families v8 26``): the unpruned n
 model trained the same total epochs, and the s model slimmed to the n model's measured latency. ``--teacher``: also
 that slimmed s model fine-tuned with ``distill_model=`` its base trained on at full width for the fine-tuning
@@ -150,8 +152,9 @@ def accuracy(a) -> list[dict]:
     data = hard_dataset(out / "data")
     kw = dict(optimizer="SGD", imgsz=128, seed=a.seed)  # the bases: seed 0 (below)
     tag = f"_seed{a.seed}" if a.seed else ""
-    runtime = runtime_for("onnxruntime")
-    cache = Cache(out / "latency_onnxruntime.json")  # this benchmark's own measurements, not the user's cache
+    runtime_name = a.runtimes[0]
+    runtime = runtime_for(runtime_name)
+    cache = Cache(out / f"latency_{runtime_name}.json")  # this benchmark's own measurements, not the user's cache
     e0, e1 = a.base_epochs, a.finetune_epochs
 
     def table_of(model, reach=0.0) -> LatencyTable:
@@ -189,7 +192,7 @@ def accuracy(a) -> list[dict]:
                   flush=True)
         else:
             table = table_of(model, ratio)
-            cfg = PruneConfig(ratio, "latency", round_to=table.round_to, floor=8, imgsz=a.imgsz)
+            cfg = PruneConfig(ratio, "latency", round_to=table.round_to, floor=8, imgsz=a.imgsz, runtime=runtime_name)
             pruned, _, (before, after) = prune_to_measured(model, cfg, importance, table)
             print(f"{name}: prune={ratio:.3f} prune_by=latency measured {after / before:.3f} of the latency",
                   flush=True)
@@ -223,7 +226,7 @@ def accuracy(a) -> list[dict]:
         arms[f"{n} base"], arms[f"{s} base"] = base_n, base_s
     ms = interleaved_ms(runtime.models([checkpoint_model(w) for w in arms.values()], a.imgsz, 1), rounds=100)
     rows = []
-    print(f"load average: {os.getloadavg()[0]:.2f}; seed {a.seed} (the bases: 0)")
+    print(f"load average: {os.getloadavg()[0]:.2f}; seed {a.seed} (the bases: 0); ms on {runtime_name}")
     print(f"\n{'arm':<34}{'epochs':>7}{'mAP50-95':>10}{'ms @' + str(a.imgsz):>10}{'GFLOPs':>8}")
     for (name, w), m in zip(arms.items(), ms):
         epochs = e0 if name.endswith("base") else e0 + e1
@@ -231,7 +234,7 @@ def accuracy(a) -> list[dict]:
         rows.append(row)
         print(f"{name:<34}{epochs:>7}{row['map']:>10.4f}{m:>10.2f}{row['gflops']:>8.3f}")
     (out / f"accuracy{tag}.json").write_text(json.dumps(rows, indent=1))
-    plot(rows, out / f"accuracy{tag}.png", a.imgsz)
+    plot(rows, out / f"accuracy{tag}.png", a.imgsz, runtime_name)
     return rows
 
 
@@ -288,7 +291,7 @@ def depth(a) -> list[dict]:
     return rows
 
 
-def plot(rows, path, imgsz) -> None:
+def plot(rows, path, imgsz, runtime_name) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -304,7 +307,7 @@ def plot(rows, path, imgsz) -> None:
         ax.scatter([r["ms"] for r in sel], [r["map"] for r in sel], marker=marker, label=label)
         for r in sel:
             ax.annotate(r["arm"], (r["ms"], r["map"]), fontsize=6)
-    ax.set_xlabel(f"onnxruntime CPU latency, ms (batch 1, 1 thread, {imgsz} px)")
+    ax.set_xlabel(f"{runtime_name} CPU latency, ms (batch 1, 1 thread, {imgsz} px)")
     ax.set_ylabel("mAP50-95 (harder built-in data)")
     ax.legend(fontsize=7)
     fig.tight_layout()
