@@ -7,6 +7,7 @@
                                                 [--runtimes onnxruntime]
     python benchmarks/bench_latency.py depth    [--families 26] [--cuts 0.7] [--runtimes openvino] [--imgsz 320]
                                                 [--base-epochs 20] [--finetune-epochs 10]
+    python benchmarks/bench_latency.py alone    [--models yolov8n.yaml ...] [--runtimes ...] [--cuts ...] --out DIR
 
 ``budget`` (no training): every model is built from yaml with seeded random BatchNorm scales, saved, and pruned the
 way ``yolo prune model=m.pt prune=<cut> prune_by=latency`` prunes it (``api.prune``: BN |gamma| ranking,
@@ -35,6 +36,14 @@ floors bind. The first family's n base is pruned by the last of ``--cuts`` of it
 ``--runtimes`` (as ``prune=`` prunes: Taylor-ranked, the exported result checked), once with ``prune_depth=True``
 and once with ``prune_depth=False``; both, and the base at full width, are fine-tuned the same epochs, then
 exported and timed on that runtime (interleaved, three times over). Writes ``depth.json``.
+
+``alone`` (no pruning, no training): how the way of timing moves a ratio. For each model and runtime whose
+``budget`` prunings are in ``--out`` (from an earlier ``budget`` run there), the unpruned model and its pruned copies
+at ``--cuts`` are exported and timed four ways, ``--repeats`` times over: all interleaved (one run of each per
+round, as ``budget`` times them), in pairs of the unpruned and one pruned model (as ``prune=``'s exported check times
+them), in interleaved blocks (10 runs of each model in a row per round, the first 2 not counted: a model timed warm,
+as a deployment that runs one model sees it, while the rounds still alternate between the models), and each alone
+(100 runs in a row). Prints each pruned model's ratio to the unpruned one, each way.
 """
 
 from __future__ import annotations
@@ -291,6 +300,57 @@ def depth(a) -> list[dict]:
     return rows
 
 
+def blocks_ms(runs, rounds: int = 10, per: int = 10, skip: int = 2) -> list[float]:
+    """The median ms of each of ``runs`` over ``rounds`` rounds of ``per`` runs of each in a row (the first ``skip``
+    of a block not counted), in an order that alternates between rounds, after a warm-up."""
+    for run in runs:
+        for _ in range(5):
+            run()
+    times = [[] for _ in runs]
+    for r in range(rounds):
+        for i in range(len(runs)) if r % 2 == 0 else reversed(range(len(runs))):
+            for k in range(per):
+                t = time.perf_counter()
+                runs[i]()
+                if k >= skip:
+                    times[i].append(time.perf_counter() - t)
+    return [statistics.median(t) * 1e3 for t in times]
+
+
+def alone(a) -> None:
+    from common import checkpoint_model
+
+    out = Path(a.out).resolve()
+    print(f"{cpu_name()}; load average before: {os.getloadavg()[0]:.2f}")
+    print(f"{'model':<14}{'runtime':<13}{'cut':>5}" + "".join(f"{w:>22}" for w in ("interleaved", "in pairs",
+                                                                                  "in blocks", "alone")))
+    for runtime_name in a.runtimes:
+        runtime = runtime_for(runtime_name)
+        for yaml in a.models:
+            names = [f"{yaml[:-5]}.pt"] + [f"{yaml[:-5]}_{runtime_name}_{c:g}.pt" for c in a.cuts]
+            if not all((out / n).exists() for n in names):
+                print(f"{yaml[:-5]:<14}{runtime_name:<13}  no budget prunings in {out}; run `budget` there first")
+                continue
+            runs = runtime.models([checkpoint_model(out / n) for n in names], a.imgsz, 1)
+            ways = {"interleaved": [], "in pairs": [], "in blocks": [], "alone": []}
+            for _ in range(a.repeats):
+                ms = interleaved_ms(runs, rounds=100)
+                ways["interleaved"].append([m / ms[0] for m in ms[1:]])
+                ways["in pairs"].append([(lambda t: t[1] / t[0])(interleaved_ms([runs[0], r], rounds=100))
+                                         for r in runs[1:]])
+                ms = blocks_ms(runs)
+                ways["in blocks"].append([m / ms[0] for m in ms[1:]])
+                ms = [interleaved_ms([r], rounds=100)[0] for r in runs]
+                ways["alone"].append([m / ms[0] for m in ms[1:]])
+            for i, cut in enumerate(a.cuts):
+                cells = []
+                for got in ways.values():
+                    r = sorted(t[i] for t in got)
+                    cells.append(f"{statistics.median(r):.3f} ({r[0]:.3f}-{r[-1]:.3f})")
+                print(f"{yaml[:-5]:<14}{runtime_name:<13}{cut:>5.1f}" + "".join(f"{c:>22}" for c in cells), flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
 def plot(rows, path, imgsz, runtime_name) -> None:
     import matplotlib
 
@@ -316,7 +376,7 @@ def plot(rows, path, imgsz, runtime_name) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["budget", "accuracy", "depth"])
+    ap.add_argument("part", choices=["budget", "accuracy", "depth", "alone"])
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino"])
     ap.add_argument("--cuts", type=float, nargs="+", default=[0.3, 0.5, 0.7])
@@ -338,7 +398,7 @@ def main():
     ap.add_argument("--out", default="runs/bench_latency")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    {"budget": budget, "accuracy": accuracy, "depth": depth}[a.part](a)
+    {"budget": budget, "accuracy": accuracy, "depth": depth, "alone": alone}[a.part](a)
 
 
 if __name__ == "__main__":
