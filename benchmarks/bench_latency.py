@@ -24,12 +24,12 @@ load average before and after.
 yolov8n at each cut on the first of ``--runtimes`` (default onnxruntime; as ``prune=`` prunes: the exported result
 checked on that runtime) against ``prune_by=flops`` at the GFLOPs share whose exported model measures as fast
 (bisected on that runtime's timings at ``--imgsz``, the deployment size, each candidate interleaved with the latency
-arm's model); every model of the table is timed on that runtime;
-both Taylor-ranked on the data and fine-tuned the same epochs. Per family (``--families v8 26``): the unpruned n
-model trained the same total epochs, and the s model slimmed to the n model's measured latency. ``--teacher``: also
-that slimmed s model fine-tuned with ``distill_model=`` its base trained on at full width for the fine-tuning
-epochs (the teacher; in the table too). ``--n-only``: only the first family's n base and its latency and flops
-arms. Writes ``accuracy.png`` (mAP50-95 against measured latency) and ``accuracy.json``.
+arm's model), both Taylor-ranked on the data and fine-tuned the same epochs; every model of the table is timed on
+that runtime. Per family (``--families v8 26``): the unpruned n model trained the same total epochs, and the s model
+slimmed to the n model's measured latency. ``--teacher``: also that slimmed s model fine-tuned with
+``distill_model=`` its base trained on at full width for the fine-tuning epochs (the teacher; in the table too).
+``--n-only``: only the first family's n base and its latency and flops arms. Writes ``accuracy.png`` (mAP50-95
+against measured latency) and ``accuracy.json``.
 
 ``depth`` (training, the same data and bases as ``accuracy``): what removing whole residual blocks costs where the
 floors bind. The first family's n base is pruned by the last of ``--cuts`` of its latency on the first of
@@ -281,7 +281,7 @@ def depth(a) -> list[dict]:
             print(f"{arm}: measured {after / before:.3f} of the latency when pruned", flush=True)
             save_model(pruned, pt, exist_ok=True)
         label = f"{n} -{cut:.0%} latency, prune_depth={deep}"
-        blocks[label] = len(getattr(checkpoint_model(pt), MARKER)["history"][-1].get("removed_blocks", []))
+        blocks[label] = len(getattr(checkpoint_model(pt), MARKER)["history"][-1]["removed_blocks"])
         arms[label] = train(pt, data, out, arm, epochs=a.finetune_epochs, **kw)
     arms[f"{n} full width"] = train(base, data, out, f"{n}_full", epochs=a.finetune_epochs, **kw)
     times = timed(runtime.models([model] + [checkpoint_model(w) for w in arms.values()], a.imgsz, 1))
@@ -298,23 +298,6 @@ def depth(a) -> list[dict]:
     print(f"budget: {1 - cut:.3f} of the base's latency on {name}")
     (out / "depth.json").write_text(json.dumps(rows, indent=1))
     return rows
-
-
-def blocks_ms(runs, rounds: int = 10, per: int = 10, skip: int = 2) -> list[float]:
-    """The median ms of each of ``runs`` over ``rounds`` rounds of ``per`` runs of each in a row (the first ``skip``
-    of a block not counted), in an order that alternates between rounds, after a warm-up."""
-    for run in runs:
-        for _ in range(5):
-            run()
-    times = [[] for _ in runs]
-    for r in range(rounds):
-        for i in range(len(runs)) if r % 2 == 0 else reversed(range(len(runs))):
-            for k in range(per):
-                t = time.perf_counter()
-                runs[i]()
-                if k >= skip:
-                    times[i].append(time.perf_counter() - t)
-    return [statistics.median(t) * 1e3 for t in times]
 
 
 def alone(a) -> None:
@@ -336,9 +319,9 @@ def alone(a) -> None:
             for _ in range(a.repeats):
                 ms = interleaved_ms(runs, rounds=100)
                 ways["interleaved"].append([m / ms[0] for m in ms[1:]])
-                ways["in pairs"].append([(lambda t: t[1] / t[0])(interleaved_ms([runs[0], r], rounds=100))
-                                         for r in runs[1:]])
-                ms = blocks_ms(runs)
+                pairs = [interleaved_ms([runs[0], r], rounds=100) for r in runs[1:]]
+                ways["in pairs"].append([p / b for b, p in pairs])
+                ms = interleaved_ms(runs, rounds=10, per=10, skip=2)
                 ways["in blocks"].append([m / ms[0] for m in ms[1:]])
                 ms = [interleaved_ms([r], rounds=100)[0] for r in runs]
                 ways["alone"].append([m / ms[0] for m in ms[1:]])

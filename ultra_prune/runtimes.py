@@ -35,18 +35,22 @@ def median_ms(run: Callable[[], object], runs: int = 10, min_s: float = 0.02, wa
     return statistics.median(times) * 1e3
 
 
-def interleaved_ms(runs: list[Callable[[], object]], rounds: int = 50, warmup: int = 5) -> list[float]:
-    """The median time in ms of each of ``runs`` over ``rounds`` rounds that call every one once (in an order that
-    alternates between rounds), after ``warmup`` calls of each."""
+def interleaved_ms(runs: list[Callable[[], object]], rounds: int = 50, warmup: int = 5, per: int = 1,
+                   skip: int = 0) -> list[float]:
+    """The median time in ms of each of ``runs`` over ``rounds`` rounds that call every one ``per`` times in a row
+    (in an order that alternates between rounds; the first ``skip`` calls of each block not counted, so ``per > 1``
+    times each model warm), after ``warmup`` calls of each."""
     for run in runs:
         for _ in range(warmup):
             run()
     times = [[] for _ in runs]
     for r in range(rounds):
         for i in range(len(runs)) if r % 2 == 0 else reversed(range(len(runs))):
-            t = time.perf_counter()
-            runs[i]()
-            times[i].append(time.perf_counter() - t)
+            for k in range(per):
+                t = time.perf_counter()
+                runs[i]()
+                if k >= skip:
+                    times[i].append(time.perf_counter() - t)
     return [statistics.median(t) * 1e3 for t in times]
 
 
