@@ -13,6 +13,10 @@ GFLOPs cut (at the training imgsz, as ultralytics counts), with the same optimiz
   progressive     : one command ``train(prune=<cut/K> prune_by=flops)`` for all E epochs, and K-1 more prunings of
                     cut/K of the base's GFLOPs each (Taylor scores of the EMA from 32 batches) at epoch ends spread
                     over the first 40 % of the run, in the same run (K = 4; a trainer callback here, not an option)
+  pruned first    : ``yolo prune model=base.pt prune=<cut> prune_by=flops data=...`` (Taylor scores from 32 batches),
+                    then the pruned checkpoint trained E epochs (one-shot in two commands)
+  stepwise        : the same, pruned in 3 steps, each re-scoring (Taylor) the model the previous step left, from 11
+                    batches, and removing 1 - (1 - cut) ** (1/3) of its GFLOPs (the cut in all, as many batches)
   ... + teacher   : the same with ``distill_model=<full width>`` (logit distillation) in every training stage
 
 Prints mAP50-95 after the last epoch of each arm, one table. Needs the benchmark-only extra ``pip install
@@ -117,6 +121,32 @@ def progressive(base, data, out, cut, a, kw, teacher=None):
                  prune_by="flops", **extra, **kw)
 
 
+STEPWISE = 3  # the stepwise arm's prunings
+
+
+def pruned_first(base, data, out, cut, a, kw, steps=1):
+    """Prune ``base`` by ``cut`` of its GFLOPs as ``yolo prune ... data=`` does (Taylor scores) in ``steps``
+    prunings, each re-scoring the model the previous one left from ``ceil(BATCHES / steps)`` batches and removing
+    ``1 - (1 - cut) ** (1 / steps)`` of its GFLOPs; then train the pruned checkpoint for all E epochs."""
+    from ultra_prune import api, calibrate
+
+    scores, batches = calibrate.taylor_scores, -(-calibrate.BATCHES // steps)
+    name = f"{'stepwise' if steps > 1 else 'prunedfirst'}_{cut:g}"
+    src = base
+    calibrate.taylor_scores = lambda *args, **kws: scores(*args, **{**kws, "batches": batches})
+    try:
+        for i in range(steps):
+            dst = out / "pruned" / f"{name}_{i}.pt"
+            if not (common.REUSE and dst.exists()):
+                api.prune(str(src), prune=1 - (1 - cut) ** (1 / steps), prune_by="flops", imgsz=IMGSZ,
+                          data=str(data), prune_out=dst, exist_ok=True, verbose=False, report_files=False)
+            src = dst
+    finally:
+        calibrate.taylor_scores = scores
+    print(f"{name}: mAP50-95 {map50_95(src, data):.3f} right after pruning", flush=True)
+    return train(src, data, out, name, epochs=2 * a.sparse_epochs, **kw)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", choices=["hard", "easy"], default="hard")
@@ -157,6 +187,8 @@ def main():
                 "four-step + teacher": lambda: ultra_distill_arm(base, data, out, cut, a, kw)[1],
                 "one-shot": lambda: one_shot(base, data, out, cut, a, kw),
                 "one-shot + teacher": lambda: one_shot(base, data, out, cut, a, kw, teacher=full),
+                "pruned first": lambda: pruned_first(base, data, out, cut, a, kw),
+                "stepwise": lambda: pruned_first(base, data, out, cut, a, kw, steps=STEPWISE),
                 "one run": lambda: one_run(base, data, out, cut, a, kw),
                 "one run + teacher": lambda: one_run(base, data, out, cut, a, kw, teacher=full),
                 "progressive": lambda: progressive(base, data, out, cut, a, kw),
