@@ -124,27 +124,44 @@ def progressive(base, data, out, cut, a, kw, teacher=None):
 STEPWISE = 3  # the stepwise arm's prunings
 
 
-def pruned_first(base, data, out, cut, a, kw, steps=1):
-    """Prune ``base`` by ``cut`` of its GFLOPs as ``yolo prune ... data=`` does (Taylor scores) in ``steps``
-    prunings, each re-scoring the model the previous one left from ``ceil(BATCHES / steps)`` batches and removing
-    ``1 - (1 - cut) ** (1 / steps)`` of its GFLOPs; then train the pruned checkpoint for all E epochs."""
-    from ultra_prune import api, calibrate
+def pruned_first(base, data, out, cut, a, kw):
+    """``yolo prune model=base.pt prune=<cut> prune_by=flops data=...`` (``api.prune``: Taylor scores from 32 batches),
+    then the pruned checkpoint trained for all E epochs."""
+    from ultra_prune.api import prune
 
-    scores, batches = calibrate.taylor_scores, -(-calibrate.BATCHES // steps)
-    name = f"{'stepwise' if steps > 1 else 'prunedfirst'}_{cut:g}"
+    pt = out / "pruned" / f"prunedfirst_{cut:g}_0.pt"
+    if not (common.REUSE and pt.exists()):
+        prune(str(base), prune=cut, prune_by="flops", imgsz=IMGSZ, data=str(data), prune_out=pt, exist_ok=True,
+              verbose=False, report_files=False)
+    return train_pruned(pt, data, out, a, kw)
+
+
+def stepwise(base, data, out, cut, a, kw, steps=STEPWISE):
+    """``pruned_first`` in ``steps`` prunings, each scoring (Taylor, ``ceil(BATCHES / steps)`` batches) the checkpoint
+    the previous one wrote and removing ``1 - (1 - cut) ** (1 / steps)`` of its GFLOPs, as ``api.prune`` prunes."""
+    from ultra_prune.calibrate import BATCHES, taylor_scores
+    from ultra_prune.checkpoint import load_model, save_model
+    from ultra_prune.pruning import prune_model
+    from ultra_prune.pruning.importance import Taylor
+
     src = base
-    calibrate.taylor_scores = lambda *args, **kws: scores(*args, **{**kws, "batches": batches})
-    try:
-        for i in range(steps):
-            dst = out / "pruned" / f"{name}_{i}.pt"
-            if not (common.REUSE and dst.exists()):
-                api.prune(str(src), prune=1 - (1 - cut) ** (1 / steps), prune_by="flops", imgsz=IMGSZ,
-                          data=str(data), prune_out=dst, exist_ok=True, verbose=False, report_files=False)
-            src = dst
-    finally:
-        calibrate.taylor_scores = scores
-    print(f"{name}: mAP50-95 {map50_95(src, data):.3f} right after pruning", flush=True)
-    return train(src, data, out, name, epochs=2 * a.sparse_epochs, **kw)
+    for i in range(steps):
+        pt = out / "pruned" / f"stepwise_{cut:g}_{i}.pt"
+        if not (common.REUSE and pt.exists()):
+            model, ckpt = load_model(src)
+            scores = taylor_scores(model, data, IMGSZ, batch=16, batches=-(-BATCHES // steps))
+            pruned, _ = prune_model(model, 1 - (1 - cut) ** (1 / steps), prune_by="flops", imgsz=IMGSZ,
+                                    importance=Taylor(scores), depth=True)
+            save_model(pruned, pt, ckpt, exist_ok=True)
+        src = pt
+    return train_pruned(src, data, out, a, kw)
+
+
+def train_pruned(pt, data, out, a, kw):
+    """Print the mAP50-95 of the pruned checkpoint ``pt``, then train it for all E epochs (run named by its arm)."""
+    name = pt.stem.rsplit("_", 1)[0]
+    print(f"{name}: mAP50-95 {map50_95(pt, data):.3f} right after pruning", flush=True)
+    return train(pt, data, out, name, epochs=2 * a.sparse_epochs, **kw)
 
 
 def main():
@@ -188,7 +205,7 @@ def main():
                 "one-shot": lambda: one_shot(base, data, out, cut, a, kw),
                 "one-shot + teacher": lambda: one_shot(base, data, out, cut, a, kw, teacher=full),
                 "pruned first": lambda: pruned_first(base, data, out, cut, a, kw),
-                "stepwise": lambda: pruned_first(base, data, out, cut, a, kw, steps=STEPWISE),
+                "stepwise": lambda: stepwise(base, data, out, cut, a, kw),
                 "one run": lambda: one_run(base, data, out, cut, a, kw),
                 "one run + teacher": lambda: one_run(base, data, out, cut, a, kw, teacher=full),
                 "progressive": lambda: progressive(base, data, out, cut, a, kw),
