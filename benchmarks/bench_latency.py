@@ -150,7 +150,7 @@ FAMILIES = {"v8": ("yolov8n.yaml", "yolov8s.yaml"), "26": ("yolo26n.yaml", "yolo
 def accuracy(a) -> list[dict]:
     from common import checkpoint_model, hard_dataset, map50_95, train
 
-    from ultra_prune.api import prune_to_measured
+    from ultra_prune.measured import prune_to_measured
     from ultra_prune.args import PruneConfig
     from ultra_prune.calibrate import taylor_scores
     from ultra_prune.checkpoint import save_model
@@ -250,7 +250,7 @@ def accuracy(a) -> list[dict]:
 def depth(a) -> list[dict]:
     from common import checkpoint_model, hard_dataset, map50_95, train
 
-    from ultra_prune.api import prune_to_measured
+    from ultra_prune.measured import prune_to_measured
     from ultra_prune.args import PruneConfig
     from ultra_prune.calibrate import taylor_scores
     from ultra_prune.checkpoint import save_model

@@ -353,7 +353,7 @@ def test_a_pruning_that_measures_well_under_budget_is_made_again_with_less_and_r
                                                                                            monkeypatch, log):
     """Measured 15 % under its budget, a pruning is made again less deep and kept once within the band; the same
     pruning again goes straight to the kept aim (two prunings, not three) and keeps the same model."""
-    from ultra_prune import api, pruning
+    from ultra_prune import measured, pruning
     from ultra_prune.args import PruneConfig
     from ultra_prune.pruning import importance
 
@@ -365,16 +365,16 @@ def test_a_pruning_that_measures_well_under_budget_is_made_again_with_less_and_r
     cfg = PruneConfig(0.5, "latency", round_to=8, imgsz=IMGSZ, runtime="faster")
     calls, real = [], pruning.prune_model  # the aims it prunes to
     monkeypatch.setattr(pruning, "prune_model", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
-    pruned, info, (before, after) = api.prune_to_measured(model, cfg, importance.Magnitude(), table)
+    pruned, info, (before, after) = measured.prune_to_measured(model, cfg, importance.Magnitude(), table)
     assert calls[0] == 0.5 and len(calls) >= 2 and calls[-1] < 0.5  # made again, less deep
-    assert api.BAND[0] * 0.5 <= after / before <= api.BAND[1] * 0.5
+    assert measured.BAND[0] * 0.5 <= after / before <= measured.BAND[1] * 0.5
     assert any("measured 0.4" in m and "pruning again" in m for m in log)
     first = real(model, 0.5, 8, 8, "latency", IMGSZ, latency=table.model)[0]
     ms = table.whole([model, first], IMGSZ)
-    assert ms[1] / ms[0] < api.BAND[0] * 0.5  # the first try alone was well under
+    assert ms[1] / ms[0] < measured.BAND[0] * 0.5  # the first try alone was well under
     calls.clear()
-    again, _, measured = api.prune_to_measured(model, cfg, importance.Magnitude(), table)
-    assert len(calls) == 2 and measured == (before, after)
+    again, _, ms_again = measured.prune_to_measured(model, cfg, importance.Magnitude(), table)
+    assert len(calls) == 2 and ms_again == (before, after)
     assert [p.shape for p in again.parameters()] == [p.shape for p in pruned.parameters()]
 
 

@@ -106,86 +106,6 @@ def warn_short_of_target(source, target: PruneConfig, progress: float, reached: 
                        "prune= to prune further by importance")
 
 
-CORRECTIONS = 2  # prune_by=latency: how many times a pruning that measures off its budget is made again
-BAND = (0.95, 1.02)  # a pruning measured within these shares of its budget is taken as it is
-
-
-def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, verbose: bool = True):
-    """``prune_model`` under ``prune_by=latency``, checked on the runtime: ``(pruned, info, (ms before, ms
-    after))``. When the exported model measures outside ``BAND`` of the budget (the runtime fuses, reorders or
-    skips what the per-layer table cannot see), it is pruned again from ``model`` to a prediction moved by that
-    error, up to ``CORRECTIONS`` times, or until the floors stop it; of the tries, the least pruned one within
-    ``BAND[1]`` of the budget is kept (else the fastest). The aim that was kept is cached with the table's timings,
-    keyed by the first try's architecture, so the same pruning again goes straight to it and takes it (under DDP the
-    other ranks get rank 0's cache, and so its choice)."""
-    from ultralytics.utils import LOGGER, colorstr
-
-    from ultra_prune.logs import log
-    from ultra_prune.pruning import prune_model
-
-    goal, aim, tried, memo, corrections, remembered = 1 - cfg.ratio, cfg.ratio, [], None, 0, False
-    while True:
-        pruned, info = prune_model(model, aim, cfg.round_to, cfg.floor, "latency", cfg.imgsz, importance=importance,
-                                   latency=table.model, depth=cfg.depth)
-        if not info["pruned"]:
-            if not tried:
-                return pruned, info, None
-            break
-        before, after = table.whole([model, pruned], cfg.imgsz)
-        (pb, pa), ratio = info["latency_ms"], after / before
-        tried.append((ratio, aim, pruned, info, (before, after)))
-        if remembered:
-            break
-        if memo is None:  # the same model, settings and importance prune to this architecture first
-            memo = (f"aim {table.arch_key(model, cfg.imgsz)} {table.arch_key(pruned, cfg.imgsz)} {cfg.ratio} "
-                    f"{cfg.floor} {cfg.depth}")
-            known = table.cache.get(table.key, memo)
-            if known is not None:  # taken as it measures, no correction: every DDP rank agrees
-                remembered = True
-                if abs(known - aim) < 1e-9:
-                    break
-                aim = known
-                continue
-        if BAND[0] * goal <= ratio <= BAND[1] * goal:
-            break
-        if ratio > goal and pa > (1 - aim) * pb * 1.001:  # over, and every layer at its floor
-            break
-        if corrections == CORRECTIONS:
-            break
-        corrections += 1
-        aim = min(max(1 - (1 - aim) * goal / ratio, 1e-3), 0.999)
-        if any(abs(aim - t[1]) < 1e-6 for t in tried):
-            break
-        if verbose:
-            LOGGER.info(f"{colorstr('ultra-prune:')} the pruned model measured {ratio:.3f} of the latency on "
-                        f"{cfg.runtime} for a predicted {pa / pb:.3f}; pruning again to a predicted {1 - aim:.3f}")
-    within = [t for t in tried if t[0] <= BAND[1] * goal]
-    ratio, aim, pruned, info, measured = (tried[-1] if remembered else max(within, key=lambda t: t[0]) if within
-                                          else min(tried, key=lambda t: t[0]))
-    if not remembered:
-        table.cache.put(table.key, memo, aim)
-        table.cache.save()
-    pb, pa = info["latency_ms"]
-    if ratio > goal * 1.05 and pa <= (1 - cfg.ratio) * pb * 1.001:  # (the floors have their own warning)
-        log("warning", f"ultra-prune: the pruned model measured {ratio / goal:.2f}x its latency budget on "
-                       f"{cfg.runtime} (predicted {pa / pb:.3f} of the latency, measured {ratio:.3f}), re-pruned up "
-                       f"to {CORRECTIONS} times; ask for a larger prune= to get under it")
-    return pruned, info, measured
-
-
-def warn_latency_floor(cfg: PruneConfig, before: float, after: float) -> None:
-    """One warning when a latency budget cannot be reached: every layer at its floor leaves more than it allows."""
-    from ultra_prune.logs import log
-
-    if after <= (1 - cfg.ratio) * before * 1.001:
-        return
-    blocks = "and every residual block removed " if cfg.depth else ""
-    log("warning", f"ultra-prune: prune={cfg.ratio:g} prune_by=latency cannot be reached on {cfg.runtime}: with every "
-                   f"layer at its floor (prune_min={cfg.floor}, prune_round={cfg.round_to}) {blocks}the model keeps "
-                   f"{after / before:.1%} of its predicted latency. Lower prune_min= or prune_round= (widths off the "
-                   "runtime's preferred multiple may run slower than predicted), or ask for less")
-
-
 def importance_for(model, name: str, data, imgsz: int, batch: int, device=None) -> Importance:
     """The importance the user's ``prune_importance`` names ('auto': Taylor scores from ``data`` when given, else
     'l1'); Taylor scores are gathered from ``data`` here."""
@@ -282,6 +202,8 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
             pruned, info = prune_model(model, cfg.ratio, cfg.round_to, cfg.floor, cfg.by, cfg.imgsz,
                                        importance=importance, depth=cfg.depth)
         else:
+            from ultra_prune.measured import prune_to_measured
+
             pruned, info, measured = prune_to_measured(model, cfg, importance, table, verbose)
     if not info["pruned"]:
         if not recorded:
@@ -290,6 +212,8 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
                         "Lower prune_min= (or prune_round=) to prune further")
         return None, None
     if table is not None and not recorded:
+        from ultra_prune.measured import warn_latency_floor
+
         warn_latency_floor(cfg, *info["latency_ms"])
     report = PruneReport.build(model, pruned, info, cfg.ratio, cfg.round_to, cfg.floor, cfg.imgsz, cfg.by,
                                info["prune_importance"])
