@@ -24,7 +24,7 @@ torch-pruning`` for the Torch-Pruning arm (skipped without it). Not a test: abou
 
     python benchmarks/bench_recipes.py [--data hard|easy] [--cuts 0.5 0.7 0.3] [--base-epochs 20] [--epochs 20]
                                        [--optimizer SGD] [--base PATH [--base-more N]] [--seed 0]
-                                       [--arms NAME ...] [--zeros Z ...]
+                                       [--arms NAME ...] [--zeros Z ...] [--distill-weight W]
 """
 
 from __future__ import annotations
@@ -39,21 +39,29 @@ import common
 from bench_vs_torch_pruning import IMGSZ, ultra_arm, ultra_distill_arm, unpruned
 from common import checkpoint_model, hard_dataset, map50_95, train
 
+from ultra_prune import distill
 from ultra_prune.report import gflops
 
 
 def one_shot(base, data, out, cut, a, kw, teacher=None):
     """``train(prune=cut, prune_by=flops)`` for all E epochs: the one-command recipe."""
     extra = {"distill_model": str(teacher)} if teacher else {}
-    name = f"oneshot{'_teacher' if teacher else ''}_{cut:g}"
+    name = f"oneshot{teacher_tag(teacher)}_{cut:g}"
     return train(base, data, out, name, epochs=2 * a.sparse_epochs, prune=cut, prune_by="flops", **extra, **kw)
+
+
+def teacher_tag(teacher) -> str:
+    """The run-name part of a distilled arm: '_teacher', with '_wW' where --distill-weight is not the shipped 1."""
+    if not teacher:
+        return ""
+    return "_teacher" + ("" if distill.WEIGHT == 1.0 else f"_w{distill.WEIGHT:g}")
 
 
 def one_run(base, data, out, cut, a, kw, teacher=None, zero=None):
     """``train(sparsity_target=cut, prune_by=flops, prune_at_zero=True)`` for all E epochs (with ``zero``, the
     chosen channels reach zero at that share of the run instead of ``target.ZERO``)."""
     extra = {"distill_model": str(teacher)} if teacher else {}
-    name = f"onerun{'_teacher' if teacher else ''}{f'_zero{zero:g}' if zero else ''}_{cut:g}"
+    name = f"onerun{teacher_tag(teacher)}{f'_zero{zero:g}' if zero else ''}_{cut:g}"
     with zero_at(zero):
         return train(base, data, out, name, epochs=2 * a.sparse_epochs, sparsity_target=cut, prune_by="flops",
                      prune_at_zero=True, **extra, **kw)
@@ -116,7 +124,7 @@ def progressive(base, data, out, cut, a, kw, teacher=None):
         print(f"progressive: pruned {info['removed_channels']} channels after epoch {trainer.epoch + 1}", flush=True)
 
     extra = {"distill_model": str(teacher)} if teacher else {}
-    name = f"progressive{'_teacher' if teacher else ''}_{cut:g}"
+    name = f"progressive{teacher_tag(teacher)}_{cut:g}"
     return train(base, data, out, name, callbacks={"on_train_epoch_end": prune_on}, epochs=epochs, prune=first,
                  prune_by="flops", **extra, **kw)
 
@@ -179,12 +187,19 @@ def main():
     ap.add_argument("--zeros", type=float, nargs="+", default=[],
                     help="also the one-run arm with the chosen channels at zero at these shares of the run (e.g. 0.2 "
                          "0.6; the shipped schedule reaches zero at 0.4), as arms 'one run, zero at Z'")
+    ap.add_argument("--distill-weight", type=float, default=distill.WEIGHT,
+                    help="the logit distillation's weight in the one-shot, one-run and progressive '+ teacher' arms "
+                         "(shipped: %(default)g; their runs are named '..._teacher_wW')")
     ap.add_argument("--out", default="runs/bench_recipes")
     ap.add_argument("--reuse", action="store_true", help="keep runs whose last.pt already exists in --out")
     a = ap.parse_args()
     if a.base_more and not a.base:
         ap.error("--base-more N trains a given --base on; pass --base PATH (or --base-epochs to train a new base)")
+    if a.distill_weight != distill.WEIGHT and "four-step + teacher" in (a.arms or ["four-step + teacher"]):
+        ap.error("--distill-weight applies to the one-shot, one-run and progressive teacher arms; pass --arms without "
+                 "'four-step + teacher'")
     a.sparse_epochs = a.finetune_epochs = a.epochs // 2
+    distill.WEIGHT = a.distill_weight
     out = Path(a.out).resolve()
     common.REUSE = a.reuse
     data = hard_dataset(out / "data") if a.data == "hard" else common.dataset(out / "data")

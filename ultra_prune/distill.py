@@ -56,8 +56,9 @@ class DistillCriterion:
     and no teacher), so it never enters a saved model or the EMA.
     """
 
-    def __init__(self, criterion, teacher: nn.Module, reg_max: int, nc: int, weight: float = WEIGHT):
-        self.criterion, self.teacher, self.reg_max, self.nc, self.weight = criterion, teacher, reg_max, nc, weight
+    def __init__(self, criterion, teacher: nn.Module, reg_max: int, nc: int, weight: float | None = None):
+        self.criterion, self.teacher, self.reg_max, self.nc = criterion, teacher, reg_max, nc
+        self.weight = WEIGHT if weight is None else weight
         self.last = 0.0  # the last batch's distillation loss, for logging
 
     def __call__(self, preds, batch):
