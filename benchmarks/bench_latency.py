@@ -150,10 +150,10 @@ FAMILIES = {"v8": ("yolov8n.yaml", "yolov8s.yaml"), "26": ("yolo26n.yaml", "yolo
 def accuracy(a) -> list[dict]:
     from common import checkpoint_model, hard_dataset, map50_95, train
 
-    from ultra_prune.measured import prune_to_measured
     from ultra_prune.args import PruneConfig
     from ultra_prune.calibrate import taylor_scores
     from ultra_prune.checkpoint import save_model
+    from ultra_prune.measured import prune_to_measured
     from ultra_prune.pruning.importance import Taylor
 
     out = Path(a.out).resolve()
@@ -250,10 +250,10 @@ def accuracy(a) -> list[dict]:
 def depth(a) -> list[dict]:
     from common import checkpoint_model, hard_dataset, map50_95, train
 
-    from ultra_prune.measured import prune_to_measured
     from ultra_prune.args import PruneConfig
     from ultra_prune.calibrate import taylor_scores
     from ultra_prune.checkpoint import save_model
+    from ultra_prune.measured import prune_to_measured
     from ultra_prune.pruning import MARKER
     from ultra_prune.pruning.importance import Taylor
 
