@@ -24,11 +24,11 @@ load average before and after.
 yolov8n at each cut on the first of ``--runtimes`` (default onnxruntime; as ``prune=`` prunes: the exported result
 checked on that runtime) against ``prune_by=flops`` at the GFLOPs share whose exported model measures as fast
 (bisected on that runtime's timings at ``--imgsz``, the deployment size, each candidate interleaved with the latency
-arm's model), both Taylor-ranked on the data and fine-tuned the same epochs; every model of the table is timed on
-that runtime. Per family (``--families v8 26``): the unpruned n model trained the same total epochs, and the s model
+arm's model), both Taylor-ranked on the data and fine-tuned the same epochs, beside the yolov8n base trained on at
+full width for as many epochs; every model of the table is timed on that runtime. Per family (``--families v8 26``): the unpruned n model trained the same total epochs, and the s model
 slimmed to the n model's measured latency. ``--teacher``: also that slimmed s model fine-tuned with
 ``distill_model=`` its base trained on at full width for the fine-tuning epochs (the teacher; in the table too).
-``--n-only``: only the first family's n base and its latency and flops arms. Writes ``accuracy.png`` (mAP50-95
+``--n-only``: only the first family's n base, its latency and flops arms and its base trained on. Writes ``accuracy.png`` (mAP50-95
 against measured latency) and ``accuracy.json``.
 
 ``depth`` (training, the same data and bases as ``accuracy``): what removing whole residual blocks costs where the
@@ -218,6 +218,8 @@ def accuracy(a) -> list[dict]:
                 arms[f"{n} latency -{cut:.0%}"] = slim(base_n, f"{n}_latency_{cut}", ratio=cut)
                 arms[f"{n} flops, as fast as -{cut:.0%}"] = slim(base_n, f"{n}_flops_{cut}",
                                                                  like=out / f"{n}_latency_{cut}{tag}.pt")
+        if family == a.families[0]:  # the unpruned reference at the arms' epochs
+            arms[f"{n} base trained on (full width)"] = train(base_n, data, out, f"{n}_more{tag}", epochs=e1, **kw)
         if a.n_only:
             arms[f"{n} base"] = base_n
             break
@@ -346,8 +348,9 @@ def plot(rows, path, imgsz, runtime_name) -> None:
              "unpruned, and s slimmed to n's latency": lambda r: r["arm"].endswith(("plain", "base", "'s", "teacher",
                                                                                      "(full width)"))}
     for (label, pick), marker in zip(kinds.items(), "os*"):
-        sel = [r for r in rows if pick(r)]
-        ax.scatter([r["ms"] for r in sel], [r["map"] for r in sel], marker=marker, label=label)
+        sel = sorted((r for r in rows if pick(r)), key=lambda r: r["ms"])
+        line = "-" if marker != "*" else ""  # a pruning's cuts joined into a curve; the other models stand alone
+        ax.plot([r["ms"] for r in sel], [r["map"] for r in sel], line + marker, label=label)
         for r in sel:
             ax.annotate(r["arm"], (r["ms"], r["map"]), fontsize=6)
     ax.set_xlabel(f"{runtime_name} CPU latency, ms (batch 1, 1 thread, {imgsz} px)")
