@@ -25,11 +25,12 @@ yolov8n at each cut on the first of ``--runtimes`` (default onnxruntime; as ``pr
 checked on that runtime) against ``prune_by=flops`` at the GFLOPs share whose exported model measures as fast
 (bisected on that runtime's timings at ``--imgsz``, the deployment size, each candidate interleaved with the latency
 arm's model), both Taylor-ranked on the data and fine-tuned the same epochs, beside the yolov8n base trained on at
-full width for as many epochs; every model of the table is timed on that runtime. Per family (``--families v8 26``): the unpruned n model trained the same total epochs, and the s model
-slimmed to the n model's measured latency. ``--teacher``: also that slimmed s model fine-tuned with
-``distill_model=`` its base trained on at full width for the fine-tuning epochs (the teacher; in the table too).
-``--n-only``: only the first family's n base, its latency and flops arms and its base trained on. Writes ``accuracy.png`` (mAP50-95
-against measured latency) and ``accuracy.json``.
+full width for as many epochs; every model of the table is timed on that runtime. Per family (``--families v8 26``):
+the unpruned n model trained the same total epochs, and the s model slimmed to the n model's measured latency.
+``--teacher``: also that slimmed s model fine-tuned with ``distill_model=`` its base trained on at full width for the
+fine-tuning epochs (the teacher; in the table too).
+``--n-only``: only the first family's n base, its latency and flops arms and its base trained on. Writes
+``accuracy.png`` (mAP50-95 against measured latency) and ``accuracy.json``.
 
 ``depth`` (training, the same data and bases as ``accuracy``): what removing whole residual blocks costs where the
 floors bind. The first family's n base is pruned by the last of ``--cuts`` of its latency on the first of
@@ -218,7 +219,7 @@ def accuracy(a) -> list[dict]:
                 arms[f"{n} latency -{cut:.0%}"] = slim(base_n, f"{n}_latency_{cut}", ratio=cut)
                 arms[f"{n} flops, as fast as -{cut:.0%}"] = slim(base_n, f"{n}_flops_{cut}",
                                                                  like=out / f"{n}_latency_{cut}{tag}.pt")
-        if family == a.families[0]:  # the unpruned reference at the arms' epochs
+            # the unpruned reference at the arms' epochs
             arms[f"{n} base trained on (full width)"] = train(base_n, data, out, f"{n}_more{tag}", epochs=e1, **kw)
         if a.n_only:
             arms[f"{n} base"] = base_n

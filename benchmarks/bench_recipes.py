@@ -42,6 +42,8 @@ from common import checkpoint_model, hard_dataset, map50_95, train
 from ultra_prune import distill
 from ultra_prune.report import gflops
 
+SHIPPED_WEIGHT = distill.WEIGHT  # the distillation weight ultra-prune ships (--distill-weight changes distill.WEIGHT)
+
 
 def one_shot(base, data, out, cut, a, kw, teacher=None):
     """``train(prune=cut, prune_by=flops)`` for all E epochs: the one-command recipe."""
@@ -51,10 +53,10 @@ def one_shot(base, data, out, cut, a, kw, teacher=None):
 
 
 def teacher_tag(teacher) -> str:
-    """The run-name part of a distilled arm: '_teacher', with '_wW' where --distill-weight is not the shipped 1."""
+    """The run-name part of a distilled arm: '_teacher', with '_wW' where --distill-weight is not the shipped one."""
     if not teacher:
         return ""
-    return "_teacher" + ("" if distill.WEIGHT == 1.0 else f"_w{distill.WEIGHT:g}")
+    return "_teacher" + ("" if distill.WEIGHT == SHIPPED_WEIGHT else f"_w{distill.WEIGHT:g}")
 
 
 def one_run(base, data, out, cut, a, kw, teacher=None, zero=None):
@@ -187,7 +189,7 @@ def main():
     ap.add_argument("--zeros", type=float, nargs="+", default=[],
                     help="also the one-run arm with the chosen channels at zero at these shares of the run (e.g. 0.2 "
                          "0.6; the shipped schedule reaches zero at 0.4), as arms 'one run, zero at Z'")
-    ap.add_argument("--distill-weight", type=float, default=distill.WEIGHT,
+    ap.add_argument("--distill-weight", type=float, default=SHIPPED_WEIGHT,
                     help="the logit distillation's weight in the one-shot, one-run and progressive '+ teacher' arms "
                          "(shipped: %(default)g; their runs are named '..._teacher_wW')")
     ap.add_argument("--out", default="runs/bench_recipes")
@@ -195,7 +197,7 @@ def main():
     a = ap.parse_args()
     if a.base_more and not a.base:
         ap.error("--base-more N trains a given --base on; pass --base PATH (or --base-epochs to train a new base)")
-    if a.distill_weight != distill.WEIGHT and "four-step + teacher" in (a.arms or ["four-step + teacher"]):
+    if a.distill_weight != SHIPPED_WEIGHT and "four-step + teacher" in (a.arms or ["four-step + teacher"]):
         ap.error("--distill-weight applies to the one-shot, one-run and progressive teacher arms; pass --arms without "
                  "'four-step + teacher'")
     a.sparse_epochs = a.finetune_epochs = a.epochs // 2

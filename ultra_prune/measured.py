@@ -37,8 +37,12 @@ class Try:
 
     def short_of(self, share: float) -> bool:
         """Whether the table predicts it keeps more than ``1 - share`` of the latency: the floors stopped it."""
-        before, after = self.info["latency_ms"]
-        return after > (1 - share) * before * 1.001
+        return short_of(*self.info["latency_ms"], share)
+
+
+def short_of(before: float, after: float, share: float) -> bool:
+    """Whether a predicted latency ``after`` keeps more than ``1 - share`` of ``before`` (beyond rounding)."""
+    return after > (1 - share) * before * 1.001
 
 
 def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, verbose: bool = True):
@@ -50,7 +54,7 @@ def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, ve
     DDP the other ranks get rank 0's cache, and so its choice). Nothing prunable: ``(copy, info, None)``."""
     from ultra_prune.pruning import prune_model
 
-    def attempt(aim: float) -> Try | tuple:
+    def attempt(aim: float) -> Try | tuple[nn.Module, dict]:  # (the unchanged copy, info) when nothing is prunable
         pruned, info = prune_model(model, aim, cfg.round_to, cfg.floor, "latency", cfg.imgsz, importance=importance,
                                    latency=table.model, depth=cfg.depth)
         if not info["pruned"]:
@@ -108,7 +112,7 @@ def warn_latency_floor(cfg: PruneConfig, before: float, after: float) -> None:
     """One warning when a latency budget cannot be reached: every layer at its floor leaves more than it allows."""
     from ultra_prune.logs import log
 
-    if after <= (1 - cfg.ratio) * before * 1.001:
+    if not short_of(before, after, cfg.ratio):
         return
     blocks = "and every residual block removed " if cfg.depth else ""
     log("warning", f"ultra-prune: prune={cfg.ratio:g} prune_by=latency cannot be reached on {cfg.runtime}: with every "
