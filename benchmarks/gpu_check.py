@@ -18,6 +18,9 @@ b. ``sparsity`` (polar) training, then ``prune=0.5`` with fine-tuning, on the bu
 c. yolov8s (from yaml, random BN scales) against its ``prune=0.5`` version: latency ratio pruned/original next to
    the GFLOPs ratio. PyTorch fp16 at batch 1 and 32, onnxruntime CUDA (if ``onnxruntime-gpu`` is installed) and
    TensorRT fp16 through ultralytics' exporter (if ``tensorrt`` is installed). Batch 32 must be faster.
+d. The first CUDA run of every recipe (``gpu_paths.py``): sparsity_target / prune_at_zero under AMP for each
+   prune_by (resumed too), logit distillation under AMP, one-shot prune= on NCCL, device arguments, syncs and step
+   time against the stock trainer, and prune= → fine-tune → TensorRT fp16.
 """
 
 from __future__ import annotations
@@ -599,6 +602,22 @@ def latency_rows(device, project, budget) -> list[Row]:
     return rows
 
 
+# --- d. the first CUDA run of every recipe (gpu_paths.py) ----------------------------------------------------------
+def first_cuda_run(device, project) -> list[Row]:
+    import gpu_paths
+
+    if device.type != "cuda":
+        return [Row("d. first CUDA run", SKIP, f"needs CUDA (device {device})")]
+    rows = []
+    for name, check, args in gpu_paths.checks(project, device):
+        try:
+            found = check(*args)
+        except Exception as e:  # noqa: BLE001 - every failure is a row of the table
+            found = [(name, False, one_line(e))]
+        rows += [Row(n, SKIP if ok is None else PASS if ok else FAIL, detail) for n, ok, detail in found]
+    return rows
+
+
 # --- the table ------------------------------------------------------------------------------------------------------
 def header(device) -> str:
     import ultralytics
@@ -638,6 +657,7 @@ def main(argv=None) -> int:
         rows = guarded("a. AMP", amp_rows, device, project)
         rows += pipeline_rows(device, project, args.quick, budget)
         rows += guarded("c. latency", latency_rows, device, project, budget)
+        rows += first_cuda_run(device, project)
     print("\n" + table(rows))
     return 1 if any(r.status == FAIL for r in rows) else 0
 

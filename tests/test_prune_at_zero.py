@@ -49,6 +49,7 @@ def test_removal_is_exact_and_the_optimizer_follows_the_new_parameters():
     old.train()
     zeros = sum(int((m.weight == 0).sum()) for m in old.modules() if isinstance(m, nn.BatchNorm2d))
     assert zeros == target.chosen_count() > 0
+    momentum = {n: trainer.optimizer.state[p]["momentum_buffer"].clone() for n, p in old.named_parameters()}
     info = remove_zeroed(trainer, "channels", 8, 8, IMGSZ)
     new, new_ema = trainer.model, trainer.ema.ema
     assert info["pruned"] and sum(bn_widths(old)) - sum(bn_widths(new)) == zeros  # exactly the zeroed ones
@@ -65,9 +66,11 @@ def test_removal_is_exact_and_the_optimizer_follows_the_new_parameters():
     for name, p in new.named_parameters():
         state = trainer.optimizer.state.get(p)
         if p.shape == by_name[name].shape:  # unchanged: momentum carried over
-            assert state is not None and state["momentum_buffer"].shape == p.shape
-        else:  # sliced: its momentum starts afresh
-            assert state is None
+            assert state is not None and torch.equal(state["momentum_buffer"], momentum[name])
+        else:  # sliced: its momentum is sliced as the parameter was (an Adam step count goes on too)
+            kept = info["sliced"][name]
+            assert torch.equal(state["momentum_buffer"], kept.of(momentum[name])), name
+            assert state["momentum_buffer"].shape == p.shape
     new.train()
     for p in new.parameters():
         p.grad = torch.ones_like(p)

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from ultra_prune.args import PruneConfig, validate
+from ultra_prune.device import as_device
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.logs import quiet
 from ultra_prune.pruning.importance import NAMED, Importance, Taylor, Zeroed
@@ -156,6 +157,7 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
     if prune is not None or not isinstance(model, (str, Path)):
         check_prune_args(prune, prune_round, prune_min)
     validate(given)
+    device = as_device(device)
     source = Path(model) if isinstance(model, (str, Path)) else None
     ckpt = {}
     if source is not None:

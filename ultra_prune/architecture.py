@@ -11,9 +11,17 @@ import torch
 from torch import nn
 
 
+WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DDP (``module``) or torch.compile (``_orig_mod``) wrapper."""
-    return getattr(model, "_orig_mod", getattr(model, "module", model))
+    """The model inside its DDP / DataParallel (``module``) and torch.compile (``_orig_mod``) wrappers, however
+    they are nested."""
+    while True:
+        inner = model.module if isinstance(model, WRAPPERS) else getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
 
 
 def reset_classes(model: nn.Module, nc: int) -> None:
@@ -60,6 +68,15 @@ def rank_zero_first():
         share_measurements()
 
 
+def broadcast_weights(model: nn.Module, device) -> None:
+    """Give every DDP rank rank 0's weights. They travel on ``device``, the rank's training device (NCCL takes only
+    tensors on the rank's GPU), and land in ``model`` wherever it is."""
+    for tensor in model.state_dict().values():
+        sent = tensor.to(device)
+        torch.distributed.broadcast(sent, 0)
+        tensor.copy_(sent)
+
+
 def prune_for_training(model: nn.Module, args, device, verbose: bool = True):
     """One-shot ``prune=``: ``(pruned model, report)`` of ``model`` pruned with the run's arguments (Taylor scores
     from its data by default), or ``(model, None)`` when nothing can go. Under DDP every rank scores rank 0's
@@ -67,8 +84,7 @@ def prune_for_training(model: nn.Module, args, device, verbose: bool = True):
     from ultra_prune.api import prune
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        for tensor in model.state_dict().values():
-            torch.distributed.broadcast(tensor, 0)
+        broadcast_weights(model, device)
     with rank_zero_first() if args.prune_by == "latency" else contextlib.nullcontext():
         pruned, report = prune(model, args.prune, args.prune_round, args.prune_min, imgsz=args.imgsz,
                                prune_by=args.prune_by, verbose=verbose, prune_importance=args.prune_importance,
@@ -91,21 +107,31 @@ def write_pruned(pruned: nn.Module, report, trainer) -> None:
         report.save(trainer.save_dir / "prune_report.json")
 
 
-def swap_parameters(optimizer, old: nn.Module, new: nn.Module) -> None:
+def swap_parameters(optimizer, old: nn.Module, new: nn.Module, sliced: dict | None = None) -> None:
     """Point ``optimizer`` at ``new``'s parameters in place of ``old``'s (same names; ``new`` a pruned copy), keeping
-    its groups, learning rates and schedule. The state (momentum, Adam moments) of a parameter whose shape changed
-    starts afresh; the others keep theirs."""
+    its groups, learning rates and schedule. The state (momentum, Adam moments and step count) of a sliced parameter
+    is sliced as the parameter was (``sliced``: name -> ``surgery.Kept``, as ``prune_model`` reports it); a
+    reshaped parameter not in ``sliced`` starts afresh."""
     by_name = dict(new.named_parameters())
     name_of = {id(p): n for n, p in old.named_parameters()}
+    sliced = sliced or {}
     for group in optimizer.param_groups:
         params = []
         for p in group["params"]:
-            q = by_name[name_of[id(p)]]
+            name = name_of[id(p)]
+            q = by_name[name]
             state = optimizer.state.pop(p, None)
-            if state is not None and q.shape == p.shape:
+            if state is not None and q.shape != p.shape:
+                kept = sliced.get(name)
+                state = None if kept is None else {k: kept.of(v) if _shaped_as(v, p) else v for k, v in state.items()}
+            if state is not None:
                 optimizer.state[q] = state
             params.append(q)
         group["params"] = params
+
+
+def _shaped_as(value, p: torch.Tensor) -> bool:
+    return isinstance(value, torch.Tensor) and value.shape == p.shape
 
 
 @contextlib.contextmanager
@@ -135,7 +161,7 @@ def replace_pruned(trainer, prune_copy) -> dict | None:
     if not info["pruned"] or info["widths_after"] != ema_info["widths_after"]:
         return None
     new.to(next(model.parameters()).device).train(model.training)
-    swap_parameters(trainer.optimizer, model, new)
+    swap_parameters(trainer.optimizer, model, new, info["sliced"])
     ema = type(trainer.ema)(new, updates=trainer.ema.updates)  # as ultralytics' own resume rebuilds it
     ema.ema.load_state_dict(new_ema.state_dict())
     trainer.model, trainer.ema = new, ema

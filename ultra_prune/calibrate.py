@@ -13,6 +13,7 @@ import itertools
 import torch
 from torch import nn
 
+from ultra_prune.device import as_device
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning.importance import TaylorScores
 
@@ -56,7 +57,7 @@ def taylor_scores(model: nn.Module, data, imgsz: int = 640, batch: int = 16, bat
     from ultralytics.utils import TQDM, colorstr
 
     loader, cfg = _loader(model, data, imgsz, batch)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = as_device(device) or next(model.parameters()).device
     net = copy.deepcopy(model).float().eval().to(device)
     net.args = cfg  # the loss reads its gains (box, cls, dfl, ...) here
     for p in net.parameters():

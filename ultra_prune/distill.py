@@ -3,7 +3,8 @@
 A pruned student has exactly its teacher's head outputs, so it learns from them directly:
 
 - class scores: the binary KL divergence from the teacher's probabilities (BCE against ``sigmoid(teacher)``,
-  less the teacher's entropy, so it is 0 when the two agree);
+  less the teacher's entropy, so it is 0 when the two agree), both from logits: CUDA's autocast, which the loss runs
+  inside, refuses ``binary_cross_entropy`` on probabilities;
 - box edges: the KL divergence between the teacher's and the student's DFL distributions of each edge
   (Localization Distillation, Zheng et al., 2022), weighted by the teacher's confidence at each anchor.
 
@@ -39,7 +40,7 @@ def logit_distillation(student, teacher, reg_max: int, nc: int) -> torch.Tensor:
     sb, sc = (t.float() for t in head_outputs(student, reg_max, nc))
     tb, tc = (t.float().detach() for t in head_outputs(teacher, reg_max, nc))
     tp = tc.sigmoid()
-    entropy = F.binary_cross_entropy(tp, tp, reduction="none")
+    entropy = F.binary_cross_entropy_with_logits(tc, tp, reduction="none")
     cls = (F.binary_cross_entropy_with_logits(sc, tp, reduction="none") - entropy).sum() / tp.sum().clamp_min(1.0)
     if reg_max <= 1:
         return cls
@@ -61,7 +62,7 @@ class DistillCriterion:
     def __init__(self, criterion, teacher: nn.Module, reg_max: int, nc: int, weight: float | None = None):
         self.criterion, self.teacher, self.reg_max, self.nc = criterion, teacher, reg_max, nc
         self.weight = WEIGHT if weight is None else weight
-        self.last = 0.0  # the last batch's distillation loss, for logging
+        self.last = 0.0  # the last batch's distillation loss, for logging (a device tensor: read it off the step)
 
     def __call__(self, preds, batch):
         loss, items = self.criterion(preds, batch)
@@ -70,7 +71,7 @@ class DistillCriterion:
         with torch.no_grad():
             teacher_preds = self.teacher(batch["img"])
         kd = logit_distillation(preds, teacher_preds, self.reg_max, self.nc) * self.weight
-        self.last = float(kd.detach())
+        self.last = kd.detach()
         return loss + kd * len(batch["img"]), items
 
     def __getattr__(self, name):  # the wrapped criterion's attributes (hyp, stride, ...) for code that reads them

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ultra_prune.architecture import unwrap
@@ -43,8 +44,9 @@ class Part:
 
     def batch_start(self, trainer) -> None: ...
 
-    def before_step(self, trainer, grad_scale: float) -> None:
-        """The step's gradients are in place, still multiplied by the AMP loss scale ``grad_scale``."""
+    def before_step(self, trainer, grad_scale: float | torch.Tensor) -> None:
+        """The step's gradients are in place, still multiplied by the AMP loss scale ``grad_scale`` (a tensor on
+        the device under AMP: reading it would wait for the device)."""
 
     def after_step(self, trainer) -> None:
         """After the optimizer step and the EMA update."""
@@ -124,11 +126,9 @@ class ManualSparsity(Part):
 
     def proximal(self, optimizer, epoch: int) -> None:
         """Soft-threshold γ/β, unless AMP skipped the step. A fused optimizer (ultralytics' AdamW on CUDA) is stepped
-        even then, with ``found_inf`` set, and changes nothing."""
-        found_inf = getattr(optimizer, "found_inf", None)
-        if found_inf is not None and found_inf.item():
-            return
-        self.l1.proximal_step(optimizer, epoch, self.mode == "polar")
+        even then, with the device flag ``found_inf`` set, and changes nothing: the step is then masked on the
+        device by that flag, with no sync."""
+        self.l1.proximal_step(optimizer, epoch, self.mode == "polar", skip=getattr(optimizer, "found_inf", None))
 
     def before_step(self, trainer, grad_scale):
         if self.mode == "grad":
@@ -239,8 +239,6 @@ class TargetSchedule(Part):
     def remove_channels(self, trainer) -> None:
         """Prune the zeroed channels out of the model and its EMA now (``architecture.remove_zeroed``); the rest of
         the run trains the smaller model, and its last.pt / best.pt are pruned checkpoints."""
-        import torch
-
         from ultra_prune.architecture import remove_zeroed
         from ultra_prune.pruning import MARKER
 
@@ -277,7 +275,9 @@ class TargetSchedule(Part):
                 "scale": t.scale, "removed": self.removed}
 
     def resume(self, trainer, state):
-        self.target.taylor = TaylorScores(state["taylor"])
+        """The saved scores go back to the model's device (they are saved on the CPU); the choice stays there."""
+        device = next(unwrap(trainer.model).parameters()).device
+        self.target.taylor = TaylorScores(state["taylor"]).to(device)
         self.target.chosen, self.target.scale = dict(state["chosen"]), state["scale"]
         self.removed = state.get("removed")
 

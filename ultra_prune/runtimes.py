@@ -205,15 +205,17 @@ class OpenVino(OnnxBased):
 
 
 class TorchRuntime:
-    """torch on the training device (``device``: a torch.device), float32, inference mode; the model fused as
-    ultralytics' predictor fuses it."""
+    """torch on the training device (``device``: as ultralytics' ``device=`` takes it; default the CPU), float32,
+    inference mode; the model fused as ultralytics' predictor fuses it."""
 
     name = "torch"
 
     def __init__(self, device=None):
         import torch
 
-        self.device = torch.device(device or "cpu")
+        from ultra_prune.device import as_device
+
+        self.device = as_device(device) or torch.device("cpu")
 
     def version(self) -> str:
         import torch
@@ -223,14 +225,18 @@ class TorchRuntime:
     def key(self) -> str:
         import torch
 
-        where = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else cpu_name()
-        return f"torch {self.version()} {self.device.type} | {where} | threads {torch.get_num_threads()}"
+        if self.device.type == "cuda":  # its timings also depend on cuDNN's algorithm search
+            where = f"{torch.cuda.get_device_name(self.device)} | cudnn.benchmark {torch.backends.cudnn.benchmark}"
+        else:
+            where = cpu_name()
+        return f"torch {self.version()} {self.device.type} fp32 | {where} | threads {torch.get_num_threads()}"
 
     def _run(self, module, shape):
         import torch
 
         x = torch.zeros(shape, device=self.device)
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        device = self.device
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
         def run():
             with torch.inference_mode():

@@ -67,17 +67,23 @@ class BNSparsity:
         return [(ps, lam * f) for ps, lam in ((self._gammas, self.lam), (self._betas, self.lam_beta)) if lam and ps]
 
     @torch.no_grad()
-    def add_l1_grad(self, model: nn.Module, epoch: int, scale: float = 1.0) -> None:
+    def add_l1_grad(self, model: nn.Module, epoch: int, scale: float | torch.Tensor = 1.0) -> None:
         """Add ``scale * lam_e * sign(p)`` to each gamma/beta gradient.
 
-        ``scale`` is the AMP loss scale when the gradients are still scaled, so that after unscaling the gradient
-        is exactly ``g + lam_e * sign(p)``.
+        ``scale`` is the AMP loss scale when the gradients are still scaled (a tensor on the device under AMP,
+        never read on the host), so that after unscaling the gradient is exactly ``g + lam_e * sign(p)``.
         """
         self.bind(model)
         for params, lam in self._pairs(epoch):
             live = [p for p in params if p.grad is not None]
-            if live:
-                torch._foreach_add_([p.grad for p in live], torch._foreach_sign(live), alpha=lam * scale)
+            if not live:
+                continue
+            signs = torch._foreach_sign(live)
+            if isinstance(scale, torch.Tensor):
+                torch._foreach_mul_(signs, scale)
+                torch._foreach_add_([p.grad for p in live], signs, alpha=lam)
+            else:
+                torch._foreach_add_([p.grad for p in live], signs, alpha=lam * scale)
 
     @torch.no_grad()
     def soft_threshold(self, params: list[torch.Tensor], amount: float) -> None:
@@ -109,9 +115,12 @@ class BNSparsity:
         torch._foreach_mul_(mags, torch._foreach_sign(params))
         torch._foreach_copy_(params, mags)
 
-    def proximal_step(self, optimizer: torch.optim.Optimizer, epoch: int, polar: bool = False) -> None:
+    @torch.no_grad()
+    def proximal_step(self, optimizer: torch.optim.Optimizer, epoch: int, polar: bool = False,
+                      skip: torch.Tensor | None = None) -> None:
         """Soft-threshold gamma (and beta) by their parameter group's learning rate times lam_e
-        (``polar``: the polarising variant for gamma, see ``polarize``)."""
+        (``polar``: the polarising variant for gamma, see ``polarize``). ``skip``: a device flag (an AMP step's
+        ``found_inf``); where it is set the parameters keep their values, decided on the device."""
         if (id(optimizer), self._model_id) != self._optimizer_key:
             gammas, betas = {id(p) for p in self._gammas}, {id(p) for p in self._betas}
             self._groups = [
@@ -121,6 +130,11 @@ class BNSparsity:
             self._optimizer_key = (id(optimizer), self._model_id)
         f = self.factor(epoch)
         shrink_gamma = self.polarize if polar else self.soft_threshold
+        params = [p for _, gammas, betas in self._groups for p in gammas + betas]
+        before = [p.detach().clone() for p in params] if skip is not None else None
         for group, gammas, betas in self._groups:
             shrink_gamma(gammas, group["lr"] * self.lam * f)
             self.soft_threshold(betas, group["lr"] * self.lam_beta * f)
+        if before is not None:
+            for p, b in zip(params, before):
+                p.copy_(torch.where(skip.bool(), b, p))

@@ -13,6 +13,9 @@ The schedule runs on training progress p (0 at the start, 1 at the end):
 With gamma = beta = 0 a channel outputs ``act(0) = 0`` everywhere, so pruning it is exact, borders included.
 No strength is tuned: the envelope is a function of progress, not of the optimizer's step size.
 
+The choice (``chosen``) is made and kept on the CPU (the pruner's device rule); the per-step scaling uses masks
+made from it once on each model's device, so a step never waits for the device.
+
 Knows torch and the pruning package only; the trainer glue lives in ``ultra_prune.trainer``.
 """
 
@@ -51,9 +54,9 @@ class SparsityTarget:
         self.chosen: dict[str, torch.Tensor] = {}  # BatchNorm module name -> channel indices to zero
         self.scale = 1.0  # the envelope value last applied
         self.taylor = TaylorScores()  # BatchNorm module name -> accumulated first-order scores
-        self._modules: dict[int, tuple] = {}  # id(model) -> (model, its modules by name), for the per-step scaling
+        self._masks: dict[int, tuple] = {}  # id(model) -> (model, its chosen BatchNorms, their masks on its device)
 
-    def observe(self, model: nn.Module, grad_scale: float = 1.0) -> None:
+    def observe(self, model: nn.Module, grad_scale: float | torch.Tensor = 1.0) -> None:
         """Accumulate each BatchNorm channel's first-order Taylor score ``|gamma*dL/dgamma + beta*dL/dbeta|``: the
         loss change, to first order, of setting the channel's gamma and beta to 0 (Molchanov et al., 2019).
         Call it with the gradients of a step in place (``grad_scale``: the AMP loss scale they still carry)."""
@@ -77,7 +80,7 @@ class SparsityTarget:
             for m, offset in space.producers + space.depthwise:
                 chosen.setdefault(names[m.bn], []).append(removed + offset)
         self.chosen = {n: torch.cat(ix).unique() for n, ix in chosen.items()}
-        self._modules = {}
+        self._masks = {}
 
     def chosen_count(self) -> int:
         return sum(len(ix) for ix in self.chosen.values())
@@ -86,18 +89,30 @@ class SparsityTarget:
         """Whether the chosen channels are at exactly zero (the schedule has passed ``ZERO``)."""
         return bool(self.chosen) and self.scale == 0
 
+    def _chosen_masks(self, model: nn.Module) -> tuple[list[nn.BatchNorm2d], list[torch.Tensor]]:
+        """``model``'s BatchNorms with chosen channels, and a mask of those channels on each one's device (made once
+        per choice and model)."""
+        held, bns, masks = self._masks.get(id(model), (None, None, None))
+        if held is not model:
+            modules = dict(model.named_modules())
+            bns = [modules[name] for name in self.chosen]
+            masks = []
+            for bn, idx in zip(bns, self.chosen.values()):
+                mask = torch.zeros(bn.num_features, dtype=torch.bool)
+                mask[idx] = True
+                masks.append(mask.to(bn.weight.device))
+            self._masks[id(model)] = (model, bns, masks)
+        return bns, masks
+
     @torch.no_grad()
     def _scale(self, models: list[nn.Module], factor: float) -> None:
+        """Multiply the chosen channels' gamma and beta by ``factor``: dense ops on the device, no sync."""
         for model in models:
-            held, modules = self._modules.get(id(model), (None, None))
-            if held is not model:
-                modules = dict(model.named_modules())
-                self._modules[id(model)] = (model, modules)
-            for name, idx in self.chosen.items():
-                bn = modules[name]
-                i = idx.to(bn.weight.device)
-                bn.weight[i] *= factor
-                bn.bias[i] *= factor
+            bns, masks = self._chosen_masks(model)
+            for bn, mask in zip(bns, masks):
+                by = torch.where(mask, factor, 1.0)
+                bn.weight.mul_(by)
+                bn.bias.mul_(by)
 
     def step(self, models: list[nn.Module], progress: float) -> None:
         """After an optimizer step: scale the chosen channels of ``models`` (the model and its EMA) along the
@@ -127,7 +142,7 @@ class SparsityTarget:
                 g = m.weight.detach().abs().float().cpu()
                 mask = torch.zeros(g.numel(), dtype=torch.bool)
                 if name in self.chosen:
-                    mask[self.chosen[name].cpu()] = True
+                    mask[self.chosen[name]] = True
                 chosen.append(g[mask])
                 rest.append(g[~mask])
         return torch.cat(chosen) if chosen else torch.zeros(0), torch.cat(rest) if rest else torch.zeros(0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+import torch
 from ultralytics.models import yolo
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, colorstr
 
@@ -45,6 +46,15 @@ def _epoch_end(trainer):
 # ultralytics callbacks -> what runs the parts' hooks: module functions, so a trainer that receives callbacks already
 # holding them (a DDP worker: 8.4.140+ pickles the parent's; a Model trained again) adds none twice
 CALLBACKS = {"on_train_epoch_start": _epoch_start, "on_train_batch_start": _batch_start, "on_train_epoch_end": _epoch_end}
+
+
+def loss_scale(scaler) -> float | torch.Tensor:
+    """The AMP loss scale the gradients still carry: the scaler's own tensor on the device (``get_scale()`` would
+    wait for the device every step), or 1.0 without AMP."""
+    if scaler is None or not scaler.is_enabled():
+        return 1.0
+    scale = getattr(scaler, "_scale", None)
+    return scale if isinstance(scale, torch.Tensor) else scaler.get_scale()
 
 
 class SlimTrainer:
@@ -122,8 +132,7 @@ class SlimTrainer:
         ``after_step``."""
         if not self.parts:
             return super().optimizer_step()
-        scaler = getattr(self, "scaler", None)
-        self.run_parts("before_step", scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0)
+        self.run_parts("before_step", loss_scale(getattr(self, "scaler", None)))
         super().optimizer_step()
         self.run_parts("after_step")
 

@@ -21,7 +21,7 @@ from ultra_prune.pruning.importance import Importance, Magnitude
 from ultra_prune.pruning.probe import forward_zeros, input_channels
 from ultra_prune.pruning.rules import rule_for
 from ultra_prune.pruning.select import Budget, Channels, Flops, Latency, select, select_blocks
-from ultra_prune.pruning.surgery import compensate, remove_blocks, slice_channels
+from ultra_prune.pruning.surgery import Slices, compensate, remove_blocks, slice_channels
 
 MARKER = "ultra_prune"  # attribute on the pruned model, a plain dict
 
@@ -122,7 +122,8 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
     (every space at its floor); ``pruned`` is then an unchanged copy. ``prune_by='latency'`` needs ``latency``
     (see ``budget_for``); ``info["latency_ms"]`` is then the predicted (before, after). ``depth``: where every
     layer at its floor still misses a FLOPs or latency budget, residual blocks (``x + f(x)``) are removed whole,
-    least important first, until it is met (``info["removed_blocks"]``: their module names).
+    least important first, until it is met (``info["removed_blocks"]``: their module names). ``info["sliced"]``:
+    each sliced parameter's name -> the rows and columns of the original it kept (``surgery.Kept``).
     """
     check_prunable(model)
     importance = importance or Magnitude()
@@ -139,12 +140,13 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
     prunable = sum(s.size for s in roots if s.prunable)
     removed = sum(s.size - len(k) for s, k in keep.items())
     removed += sum(len(keep[s]) if s in keep else s.size for b in blocks for s in b.hidden(roots))
+    slices = Slices()
     if keep or blocks:
         compensate(keep)
-        slice_channels(keep)
+        slice_channels(keep, slices)
         for fn in graph.finalizers:
             fn()
-        remove_blocks(blocks)
+        remove_blocks(blocks, slices)
     _, after = channel_widths(model)
     history = list(getattr(model, MARKER, {}).get("history", []))
     history.append({"prune": ratio, "prune_by": prune_by, "prune_round": round_to, "prune_min": floor,
@@ -161,6 +163,7 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
         "left_intact": sorted(set(graph.intact)),
         "prune_importance": importance.name,
         "removed_blocks": removed_blocks,
+        "sliced": {n: slices[p] for n, p in model.named_parameters() if p in slices},
     }
     if isinstance(budget, Latency):
         info["latency_ms"] = (budget.cost.total, budget.cost.latency())

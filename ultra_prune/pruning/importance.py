@@ -11,6 +11,10 @@ importance is a callable ``(space) -> Tensor`` with a ``name``.
 
 ``select.select`` takes any of them; the user's word is turned into one of them once, at the API layer. Knows torch
 only.
+
+**Device rule:** the pruner decides on the CPU. An importance returns a CPU tensor whatever device the model is on;
+gathered Taylor scores stay on the model's device while training runs (no host-device sync per step) and are copied
+to the CPU where a choice is made.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ class Importance(Protocol):
 
 
 def gamma_magnitude(space: Space) -> torch.Tensor:
-    """The largest |gamma| over every BatchNorm of the space, per channel."""
-    gammas = [m.bn.weight.detach()[o : o + space.size].abs().float() for m, o in space.producers + space.depthwise]
+    """The largest |gamma| over every BatchNorm of the space, per channel (a CPU tensor)."""
+    gammas = [m.bn.weight.detach()[o : o + space.size].abs().float().cpu() for m, o in space.producers + space.depthwise]
     return torch.stack(gammas).amax(0)
 
 
@@ -83,17 +87,23 @@ class Zeroed(_Unbound):
 
 
 class TaylorScores(dict):
-    """BatchNorm module name -> accumulated first-order Taylor scores of its channels."""
+    """BatchNorm module name -> accumulated first-order Taylor scores of its channels (on the model's device)."""
 
     @torch.no_grad()
-    def observe(self, model: nn.Module, grad_scale: float = 1.0) -> None:
+    def observe(self, model: nn.Module, grad_scale: float | torch.Tensor = 1.0) -> None:
         """Add each BatchNorm channel's ``|gamma*dL/dgamma + beta*dL/dbeta|`` from the gradients now in place
-        (``grad_scale``: the AMP loss scale they still carry; a step with inf/nan gradients is skipped)."""
+        (``grad_scale``: the AMP loss scale they still carry, a number or a tensor on the model's device). A
+        BatchNorm whose scores are not all finite (an AMP overflow) adds nothing; nothing here waits for the
+        device."""
         for name, m in model.named_modules():
             if isinstance(m, nn.BatchNorm2d) and m.affine and m.weight.grad is not None and m.bias.grad is not None:
                 s = (m.weight * m.weight.grad + m.bias * m.bias.grad).abs().float() / grad_scale
-                if torch.isfinite(s).all():
-                    self[name] = self[name] + s if name in self else s.clone()
+                s = torch.where(torch.isfinite(s).all(), s, torch.zeros_like(s))
+                self[name] = self[name] + s if name in self else s
+
+    def to(self, device: torch.device) -> TaylorScores:
+        """The same scores on ``device``."""
+        return TaylorScores({k: v.to(device) for k, v in self.items()})
 
 
 class Taylor:
@@ -109,6 +119,7 @@ class Taylor:
         return Taylor(self.scores, {m: n for n, m in model.named_modules()})
 
     def __call__(self, space: Space) -> torch.Tensor:
+        """The group's summed scores (a CPU tensor)."""
         bns = [(self.names[m.bn], o) for m, o in space.producers + space.depthwise]
         scores = [self.scores[n][o : o + space.size].cpu() if n in self.scores else torch.zeros(space.size)
                   for n, o in bns]

@@ -110,13 +110,13 @@ def select(spaces: list[Space], budget: Budget, importance: Importance, round_to
     """The sorted channel indices to keep for every space of ``spaces`` that loses channels, so that at least
     ``budget`` is removed (see the module's rounding and tie rules), lowest ``importance`` first.
 
-    ``take_dead``: also take every further step whose channels all score 0 (removing them is lossless: the channels
+    The indices are CPU tensors, whatever device the model is on. ``take_dead``: also take every further step whose channels all score 0 (removing them is lossless: the channels
     a sparse-target run zeroed, whatever order their steps come in; such a step is never joined to the next).
     """
     units = _units(spaces)
     order, score = {}, {}
     for s in (s for u in units for s in u):
-        imp = importance(s)
+        imp = importance(s).cpu()  # the device rule: decided on the CPU, whatever an importance returns
         order[id(s)] = torch.argsort(imp, stable=True)
         score[id(s)] = imp[order[id(s)]]
     goal = budget.ratio * budget.total(spaces)
@@ -189,7 +189,7 @@ def select_blocks(spaces: list[Space], keep: dict[Space, torch.Tensor], blocks: 
         return []
     scored = []
     for at, b in enumerate(blocks):
-        score = sum(float(importance(s)[keep[s] if s in keep else slice(None)].sum()) for s in b.hidden(spaces))
+        score = sum(float(importance(s).cpu()[keep[s] if s in keep else slice(None)].sum()) for s in b.hidden(spaces))
         scored.append((score, at, b))
     chosen = []
     for _, _, b in sorted(scored, key=lambda t: t[:2]):
