@@ -1,5 +1,7 @@
-"""Ships ``ultra_prune-autoload.pth`` at the top of site-packages (pyproject.toml holds everything else)."""
+"""Ships ``ultra_prune-autoload.pth`` at the top of site-packages, the ``ultra-prune`` script and the built-in
+plugins' entry points, read from their one table in ``ultra_prune/plugins.py``; pyproject.toml holds the rest."""
 
+import ast
 from pathlib import Path
 
 from setuptools import setup
@@ -7,6 +9,14 @@ from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
 PTH = "ultra_prune-autoload.pth"
+
+
+def builtin_plugins() -> list:
+    """``name = module`` for every entry of ``BUILTINS`` in ultra_prune/plugins.py (read, not imported)."""
+    tree = ast.parse(Path(__file__).with_name("ultra_prune").joinpath("plugins.py").read_text())
+    table = next(ast.literal_eval(n.value) for n in tree.body
+                 if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "BUILTINS")
+    return [f"{name} = {module}" for name, module in table.items()]
 
 
 class BuildWithPth(build_py):
@@ -42,4 +52,5 @@ class EditableWithPth(editable_wheel):
         return WithPth()
 
 
-setup(cmdclass={"build_py": BuildWithPth, "editable_wheel": EditableWithPth})
+setup(cmdclass={"build_py": BuildWithPth, "editable_wheel": EditableWithPth},
+      entry_points={"console_scripts": ["ultra-prune = ultra_prune.commands.cli:run"], "ultra_prune": builtin_plugins()})

@@ -20,8 +20,8 @@ import json
 
 from common import budget_parser, budget_setup, checkpoint_model, map50_95, train
 
-from ultra_prune.api import prune
-from ultra_prune.report import count_params, gflops
+from ultra_prune.commands.prune import prune
+from ultra_prune.engine.report import count_params, gflops
 
 IMGSZ = 128
 IMPORTANCES = ("l1", "relative", "taylor")

@@ -10,7 +10,7 @@
     python benchmarks/bench_latency.py alone    [--models yolov8n.yaml ...] [--runtimes ...] [--cuts ...] --out DIR
 
 ``budget`` (no training): every model is built from yaml with seeded random BatchNorm scales, saved, and pruned the
-way ``yolo prune model=m.pt prune=<cut> prune_by=latency`` prunes it (``api.prune``: BN |gamma| ranking,
+way ``yolo prune model=m.pt prune=<cut> prune_by=latency`` prunes it (``commands.prune.prune``: BN |gamma| ranking,
 ``prune_round=auto``, ``prune_depth=True``, from an empty cache of this benchmark's own; ``--no-depth``:
 ``prune_depth=False``). Then the unpruned and every pruned model are exported (``YOLO(...).export``) and timed again
 the way a user would: batch 1, one thread, the runtime's own session, all of a model's variants interleaved, the
@@ -60,10 +60,10 @@ import common  # applies ultra-prune, offline
 import torch
 from torch import nn
 
-from ultra_prune.latency import Cache, LatencyTable, preferred_round
+from ultra_prune.latency.table import Cache, LatencyTable, preferred_round
 from ultra_prune.pruning import prune_model
-from ultra_prune.report import gflops
-from ultra_prune.runtimes import cpu_name, interleaved_ms, runtime_for
+from ultra_prune.engine.report import gflops
+from ultra_prune.latency.runtimes import cpu_name, interleaved_ms, runtime_for
 
 MODELS = ["yolov8n.yaml", "yolov8s.yaml", "yolo11n.yaml", "yolo26n.yaml", "yolov8n-seg.yaml"]
 
@@ -94,9 +94,9 @@ def timed(runs, repeats: int = 3) -> list[tuple[float, float, tuple[float, float
 
 
 def budget(a) -> list[dict]:
-    from ultra_prune import latency
-    from ultra_prune.api import prune
-    from ultra_prune.checkpoint import save_model
+    from ultra_prune.latency import table as latency
+    from ultra_prune.commands.prune import prune
+    from ultra_prune.io.checkpoint import save_model
 
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -151,10 +151,10 @@ FAMILIES = {"v8": ("yolov8n.yaml", "yolov8s.yaml"), "26": ("yolo26n.yaml", "yolo
 def accuracy(a) -> list[dict]:
     from common import checkpoint_model, hard_dataset, map50_95, train
 
-    from ultra_prune.args import PruneConfig
-    from ultra_prune.calibrate import taylor_scores
-    from ultra_prune.checkpoint import save_model
-    from ultra_prune.measured import prune_to_measured
+    from ultra_prune.config.settings import PruneConfig
+    from ultra_prune.engine.calibrate import taylor_scores
+    from ultra_prune.io.checkpoint import save_model
+    from ultra_prune.latency.measured import prune_to_measured
     from ultra_prune.pruning.importance import Taylor
 
     out = Path(a.out).resolve()
@@ -253,10 +253,10 @@ def accuracy(a) -> list[dict]:
 def depth(a) -> list[dict]:
     from common import checkpoint_model, hard_dataset, map50_95, train
 
-    from ultra_prune.args import PruneConfig
-    from ultra_prune.calibrate import taylor_scores
-    from ultra_prune.checkpoint import save_model
-    from ultra_prune.measured import prune_to_measured
+    from ultra_prune.config.settings import PruneConfig
+    from ultra_prune.engine.calibrate import taylor_scores
+    from ultra_prune.io.checkpoint import save_model
+    from ultra_prune.latency.measured import prune_to_measured
     from ultra_prune.pruning import MARKER
     from ultra_prune.pruning.importance import Taylor
 

@@ -16,7 +16,7 @@ import time
 import torch
 from ultralytics.nn.tasks import DetectionModel
 
-from ultra_prune.sparsity import BNSparsity
+from ultra_prune.slimming.sparsity import BNSparsity
 
 
 def step(model, opt, x, sparsity=None, mode=None):

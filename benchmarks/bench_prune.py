@@ -99,7 +99,7 @@ def main(argv=None) -> None:
 
     import ultra_prune
     from ultra_prune.pruning import prune_model
-    from ultra_prune.report import gflops
+    from ultra_prune.engine.report import gflops
 
     print(f"ultra-prune {ultra_prune.__version__}, ultralytics {ultralytics.__version__}, torch {torch.__version__}, "
           f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")

@@ -39,8 +39,8 @@ import common
 from bench_vs_torch_pruning import IMGSZ, ultra_arm, ultra_distill_arm, unpruned
 from common import checkpoint_model, hard_dataset, map50_95, train
 
-from ultra_prune import distill
-from ultra_prune.report import gflops
+from ultra_prune.slimming import distill
+from ultra_prune.engine.report import gflops
 
 SHIPPED_WEIGHT = distill.WEIGHT  # the distillation weight ultra-prune ships (--distill-weight changes distill.WEIGHT)
 
@@ -61,7 +61,7 @@ def teacher_tag(teacher) -> str:
 
 def one_run(base, data, out, cut, a, kw, teacher=None, zero=None):
     """``train(sparsity_target=cut, prune_by=flops, prune_at_zero=True)`` for all E epochs (with ``zero``, the
-    chosen channels reach zero at that share of the run instead of ``target.ZERO``)."""
+    chosen channels reach zero at that share of the run instead of ``target.SCHEDULE.zero``)."""
     extra = {"distill_model": str(teacher)} if teacher else {}
     name = f"onerun{teacher_tag(teacher)}{f'_zero{zero:g}' if zero else ''}_{cut:g}"
     with zero_at(zero):
@@ -73,20 +73,12 @@ def one_run(base, data, out, cut, a, kw, teacher=None, zero=None):
 def zero_at(zero: float | None):
     """Move the ``sparsity_target`` schedule so the chosen channels reach zero at ``zero`` of the run, its other
     points scaled with it (first choice at zero/4, last at 3*zero/4); None: the schedule as shipped."""
-    from ultra_prune import parts, target
+    from unittest import mock
 
-    if zero is None:
+    from ultra_prune.slimming import target
+
+    with mock.patch.object(target, "SCHEDULE", target.Schedule.zero_at(zero)) if zero else contextlib.nullcontext():
         yield
-        return
-    shipped = {k: getattr(target, k) for k in ("OBSERVE", "FREEZE", "ZERO")}
-    moved = {"OBSERVE": zero / 4, "FREEZE": 3 * zero / 4, "ZERO": zero}
-    try:
-        for module in (target, parts):
-            vars(module).update(moved)
-        yield
-    finally:
-        for module in (target, parts):
-            vars(module).update(shipped)
 
 
 STEPS = 4  # the progressive arm's prunings
@@ -105,8 +97,8 @@ def progressive_steps(cut: float, epochs: int, steps: int = STEPS) -> tuple[floa
 
 def progressive(base, data, out, cut, a, kw, teacher=None):
     """``train(prune=cut/K, prune_by=flops)`` for all E epochs, pruning on at ``progressive_steps``' epoch ends."""
-    from ultra_prune.architecture import replace_pruned, without_criterion
-    from ultra_prune.calibrate import taylor_scores
+    from ultra_prune.train.architecture import replace_pruned, without_criterion
+    from ultra_prune.engine.calibrate import taylor_scores
     from ultra_prune.pruning import prune_model
     from ultra_prune.pruning.importance import Taylor
 
@@ -135,9 +127,9 @@ STEPWISE = 3  # the stepwise arm's prunings
 
 
 def pruned_first(base, data, out, cut, a, kw):
-    """``yolo prune model=base.pt prune=<cut> prune_by=flops data=...`` (``api.prune``: Taylor scores from 32 batches),
+    """``yolo prune model=base.pt prune=<cut> prune_by=flops data=...`` (``commands.prune.prune``: Taylor scores from 32 batches),
     then the pruned checkpoint trained for all E epochs."""
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     pt = out / "pruned" / f"prunedfirst_{cut:g}_0.pt"
     if not (common.REUSE and pt.exists()):
@@ -148,9 +140,9 @@ def pruned_first(base, data, out, cut, a, kw):
 
 def stepwise(base, data, out, cut, a, kw, steps=STEPWISE):
     """``pruned_first`` in ``steps`` prunings, each scoring (Taylor, ``ceil(BATCHES / steps)`` batches) the checkpoint
-    the previous one wrote and removing ``1 - (1 - cut) ** (1 / steps)`` of its GFLOPs, as ``api.prune`` prunes."""
-    from ultra_prune.calibrate import BATCHES, taylor_scores
-    from ultra_prune.checkpoint import load_model, save_model
+    the previous one wrote and removing ``1 - (1 - cut) ** (1 / steps)`` of its GFLOPs, as ``commands.prune.prune`` prunes."""
+    from ultra_prune.engine.calibrate import BATCHES, taylor_scores
+    from ultra_prune.io.checkpoint import load_model, save_model
     from ultra_prune.pruning import prune_model
     from ultra_prune.pruning.importance import Taylor
 

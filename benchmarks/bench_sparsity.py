@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import dataset, map50_95, sparsity_of, train
 
-from ultra_prune.api import prune
+from ultra_prune.commands.prune import prune
 
 
 def main():

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from common import checkpoint_model, dataset, map50_95, train
 
-from ultra_prune.api import prune
-from ultra_prune.target import SparsityTarget
+from ultra_prune.commands.prune import prune
+from ultra_prune.slimming.target import SparsityTarget
 
 
 def reached(weights, target, prune_by, imgsz=128) -> float:

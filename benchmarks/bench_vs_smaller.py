@@ -24,8 +24,8 @@ from pathlib import Path
 import common
 from common import checkpoint_model, dataset, hard_dataset, map50_95, train
 
-from ultra_prune.api import prune
-from ultra_prune.report import count_params, gflops
+from ultra_prune.commands.prune import prune
+from ultra_prune.engine.report import count_params, gflops
 
 IMGSZ = 128
 
@@ -37,7 +37,7 @@ def onnx_ms(weights: list) -> list[float]:
 
     from ultralytics import YOLO
 
-    from ultra_prune.demo import onnx_latencies_ms
+    from ultra_prune.commands.demo import onnx_latencies_ms
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = []

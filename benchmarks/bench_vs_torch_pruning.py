@@ -27,11 +27,11 @@ import json
 from common import budget_parser, budget_setup, checkpoint_model, map50_95, train
 from tp_recipe import TPSparseTrainer, prune_progressively, split_c2f
 
-from ultra_prune.api import prune
-from ultra_prune.args import native_distillation
-from ultra_prune.checkpoint import load_model, save_model
+from ultra_prune.commands.prune import prune
+from ultra_prune.config.keys import native_distillation
+from ultra_prune.io.checkpoint import load_model, save_model
 from ultra_prune.pruning import MARKER
-from ultra_prune.report import count_params, gflops
+from ultra_prune.engine.report import count_params, gflops
 
 IMGSZ = 128
 

@@ -13,8 +13,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 import ultra_prune  # noqa: E402
 
 ultra_prune.apply()  # also where the start-up hook is off
-from ultra_prune.dataset import make_dataset, make_hard_dataset  # noqa: E402
-from ultra_prune.sparsity import gamma_stats  # noqa: E402
+from ultra_prune.commands.dataset import make_dataset, make_hard_dataset  # noqa: E402
+from ultra_prune.slimming.sparsity import gamma_stats  # noqa: E402
 
 
 def dataset(root, n_train=256, n_val=64, imgsz=128) -> Path:

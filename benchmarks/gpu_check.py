@@ -44,7 +44,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import ultra_prune  # noqa: E402
-from ultra_prune.logs import quiet  # noqa: E402
+from ultra_prune.io.logs import quiet  # noqa: E402
 
 ultra_prune.apply()  # also where the start-up hook is off
 
@@ -136,7 +136,7 @@ def amp_trainer(model, mode, optimizer, device, data, project):
     model, EMA, an enabled GradScaler, the optimizer from its own ``build_optimizer``, and epoch 0."""
     from ultralytics.utils.torch_utils import ModelEMA
 
-    from ultra_prune.trainer import SlimDetectionTrainer
+    from ultra_prune.train.trainer import SlimDetectionTrainer
 
     overrides = dict(model="yolov8n.yaml", data=str(data), epochs=1, imgsz=64, batch=2, workers=0, device=str(device),
                      project=str(project), name=f"amp_{mode}_{optimizer}", exist_ok=True, plots=False, amp=True,
@@ -176,7 +176,7 @@ def prox_reference(gamma: torch.Tensor, amount: float, polar: bool) -> torch.Ten
 
 def twin_step(t, model, state, grads):
     """The same optimizer step on a copy of ``model`` by the stock ``build_optimizer`` (no proximal hook)."""
-    from ultra_prune.trainer import SlimTrainer
+    from ultra_prune.train.trainer import SlimTrainer
 
     twin = copy.deepcopy(model)
     opt = super(SlimTrainer, t).build_optimizer(twin, name=t.args.optimizer, lr=LR, momentum=0.9, decay=5e-4)
@@ -191,7 +191,7 @@ def twin_step(t, model, state, grads):
 def amp_step(t, model, x, seen):
     """One fp16-autocast step through the trainer; None when the scaler skipped it (inf/nan), else what the checks
     compare (``seen``: what ``watch_scaler`` records)."""
-    from ultra_prune.sparsity import batchnorm_params
+    from ultra_prune.slimming.sparsity import batchnorm_params
 
     gammas, params = batchnorm_params(model)[0], list(model.parameters())
     index = {id(p): i for i, p in enumerate(params)}
@@ -216,7 +216,7 @@ def amp_step(t, model, x, seen):
 
 def check_grad_mode(s) -> tuple[bool, str]:
     """After unscale: g = scaled/scale + λ·sign(γ) exactly, and g - λ·sign(γ) close to the fp32 gradient."""
-    from ultra_prune.sparsity import batchnorm_params
+    from ultra_prune.slimming.sparsity import batchnorm_params
 
     old = batchnorm_params(s["before"])[0]
     unscaled = [s["seen"]["unscaled"][s["index"][id(g)]] for g in s["gammas"]]
@@ -233,7 +233,7 @@ def check_grad_mode(s) -> tuple[bool, str]:
 
 def check_prox_mode(t, s, polar) -> tuple[bool, str]:
     """γ after the trainer's step = the proximal map (fp32, written out) of the same step without the hook."""
-    from ultra_prune.sparsity import batchnorm_params
+    from ultra_prune.slimming.sparsity import batchnorm_params
 
     twin, lr = twin_step(t, s["before"], s["state"], s["seen"]["stepped"])
     plain = batchnorm_params(twin)[0]
@@ -249,7 +249,7 @@ def check_prox_mode(t, s, polar) -> tuple[bool, str]:
 
 def check_ema(t, s) -> tuple[bool, str]:
     """The EMA took the γ the step left (the thresholded ones in prox/polar mode)."""
-    from ultra_prune.sparsity import batchnorm_params
+    from ultra_prune.slimming.sparsity import batchnorm_params
 
     d = s["d"]
     now = batchnorm_params(t.ema.ema)[0]
@@ -261,7 +261,7 @@ def check_ema(t, s) -> tuple[bool, str]:
 def overflow_step(t, model, x) -> tuple[bool, str]:
     """A step whose gradients overflow (an inf planted in one conv weight's gradient) is skipped by the scaler, and
     γ must stay as it was: no L1 term, no proximal step on a step that did not happen."""
-    from ultra_prune.sparsity import batchnorm_params
+    from ultra_prune.slimming.sparsity import batchnorm_params
 
     gammas = batchnorm_params(model)[0]
     before = [g.detach().clone() for g in gammas]
@@ -307,7 +307,7 @@ def amp_case(mode, optimizer, device, data, project) -> tuple[bool, str]:
 
 def amp_rows(device, project) -> list[Row]:
     """a. Every sparsity mode x optimizer under fp16 autocast; on a CPU a dry run whose rows SKIP."""
-    from ultra_prune.dataset import make_dataset
+    from ultra_prune.commands.dataset import make_dataset
 
     data = make_dataset(project / "amp_data", n_train=4, n_val=2, imgsz=64)
     cuda = device.type == "cuda"
@@ -354,8 +354,8 @@ def train_amp(weights, data, project, name, device, **kw) -> dict:
 
 
 def pipeline(device, project) -> list[Row]:
-    from ultra_prune.checkpoint import load_model
-    from ultra_prune.dataset import make_dataset
+    from ultra_prune.io.checkpoint import load_model
+    from ultra_prune.commands.dataset import make_dataset
 
     name = "b. sparse→prune→fine-tune amp=True"
     t0 = time.perf_counter()
@@ -407,7 +407,7 @@ def yolov8s_pair():
 
 
 def gflops_ratio(model, pruned, imgsz: int) -> float:
-    from ultra_prune.report import gflops
+    from ultra_prune.engine.report import gflops
 
     return gflops(pruned, imgsz) / gflops(model, imgsz)
 
@@ -534,7 +534,7 @@ def trt_engine(model, path: Path, device, timeout: float) -> Path:
     process that the time budget can stop (``subprocess.TimeoutExpired``)."""
     import subprocess
 
-    from ultra_prune.checkpoint import save_model
+    from ultra_prune.io.checkpoint import save_model
 
     save_model(model, path, exist_ok=True)
     r = subprocess.run([sys.executable, "-c", EXPORT, str(path), str(device.index or 0)], capture_output=True,

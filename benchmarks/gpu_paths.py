@@ -42,7 +42,7 @@ def _train(weights, data, project: Path, name: str, device, callbacks=None, **kw
 
 
 def _params(path: Path) -> int:
-    from ultra_prune.checkpoint import load_model
+    from ultra_prune.io.checkpoint import load_model
 
     return sum(p.numel() for p in load_model(path)[0].parameters())
 
@@ -86,20 +86,17 @@ def distill_row(data, project: Path, device) -> list:
 
 
 def nccl_row(project: Path, device) -> list:
-    from types import SimpleNamespace
-
     from ultralytics import YOLO
 
-    from ultra_prune.architecture import prune_for_training
+    from ultra_prune.config.settings import PruneConfig
+    from ultra_prune.train.architecture import prune_for_training
 
     name = "d. one-shot prune= on a 1-rank NCCL group"
     torch.distributed.init_process_group("nccl", init_method=f"file://{project / 'nccl'}", rank=0, world_size=1)
     try:
         model = YOLO("yolov8n.yaml").model
-        args = SimpleNamespace(prune=0.5, prune_round=8, prune_min=8, imgsz=IMGSZ, prune_by="flops",
-                               prune_importance="l1", data=None, latency_runtime="onnxruntime", latency_batch=1,
-                               prune_depth=True)
-        pruned, report = prune_for_training(model, args, device, verbose=False)
+        cfg = PruneConfig(0.5, "flops", "l1", round_to=8, imgsz=IMGSZ)
+        pruned, report = prune_for_training(model, cfg, None, device, verbose=False)
     finally:
         torch.distributed.destroy_process_group()
     ok = report is not None and all(t.device.type == "cpu" for t in pruned.state_dict().values())
@@ -109,8 +106,8 @@ def nccl_row(project: Path, device) -> list:
 def device_rows(data) -> list:
     from ultralytics import YOLO
 
-    from ultra_prune.calibrate import taylor_scores
-    from ultra_prune.runtimes import runtime_for
+    from ultra_prune.engine.calibrate import taylor_scores
+    from ultra_prune.latency.runtimes import runtime_for
 
     rows, model = [], YOLO("yolov8n.yaml").model
     for device in (0, "0", "cuda:0"):
@@ -191,7 +188,7 @@ def tensorrt_row(data, project: Path, device) -> list:
 
 def checks(project: Path, device) -> list[tuple]:
     """Section d.'s checks as ``(name, function, args)``, in order (the distillation uses the flops run's model)."""
-    from ultra_prune.dataset import make_dataset
+    from ultra_prune.commands.dataset import make_dataset
 
     data = make_dataset(project / "data_d", n_train=64, n_val=16, imgsz=IMGSZ)
     return [("d. sparsity_target runs", target_rows, (data, project, device.index)),

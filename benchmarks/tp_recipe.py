@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import nn
 
-from ultra_prune.trainer import SlimDetectionTrainer
+from ultra_prune.train.trainer import SlimDetectionTrainer
 
 
 class C2fSplit(nn.Module):

@@ -25,7 +25,7 @@ PYTHON = sys.executable
 @pytest.fixture(scope="session")
 def data_yaml(tmp_path_factory):
     """data.yaml of a 24-train / 8-val image set of 4 shape classes at 64 px."""
-    from ultra_prune.dataset import make_dataset
+    from ultra_prune.commands.dataset import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("shapes"), n_train=24, n_val=8, imgsz=IMGSZ)
 

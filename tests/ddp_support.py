@@ -210,7 +210,7 @@ def patch_logging() -> None:
     ``SparsityTarget.choose`` (every (re)choice of the target's channels, with the trainer's epoch and counts)."""
     from ultralytics.engine.trainer import BaseTrainer
 
-    from ultra_prune.target import SparsityTarget
+    from ultra_prune.slimming.target import SparsityTarget
 
     if getattr(BaseTrainer, "_test_logged", False):
         return
@@ -267,7 +267,7 @@ def install() -> None:
 
 # --- faults while writing (test_crash.py) ------------------------------------------------------------------------
 def _is_temp(f) -> bool:
-    """A temporary file of ``ultra_prune.checkpoint.atomic_write`` (``.<name>.<random>.tmp``)."""
+    """A temporary file of ``ultra_prune.io.checkpoint.atomic_write`` (``.<name>.<random>.tmp``)."""
     name = Path(str(f)).name if isinstance(f, (str, os.PathLike)) else ""
     return name.startswith(".") and name.endswith(".tmp")
 
@@ -405,7 +405,7 @@ def assert_prunes_exactly(last: Path, out: Path, chosen_count: int, imgsz: int, 
     relative error < 1e-4). Returns the PruneReport."""
     import torch
 
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     model = load_model(last)
     zeros = sum(len(v) for v in zero_channels(model).values())

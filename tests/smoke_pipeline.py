@@ -42,22 +42,22 @@ def n_params(model) -> int:
 
 def ckpt_params(path) -> int:
     """Parameter count of the model stored in the checkpoint at ``path``."""
-    from ultra_prune.checkpoint import load_model
+    from ultra_prune.io.checkpoint import load_model
 
     model, _ = load_model(path)
     return n_params(model)
 
 
 def mean_gamma(path) -> float:
-    from ultra_prune.checkpoint import load_model
-    from ultra_prune.sparsity import gamma_stats
+    from ultra_prune.io.checkpoint import load_model
+    from ultra_prune.slimming.sparsity import gamma_stats
 
     model, _ = load_model(path)
     return gamma_stats(model)["sparsity/gamma_mean"]
 
 
 def make_data(root) -> Path:
-    from ultra_prune.dataset import make_dataset
+    from ultra_prune.commands.dataset import make_dataset
 
     return make_dataset(Path(root) / "shapes", 24, 8, IMGSZ)
 

@@ -228,7 +228,7 @@ def test_onnx_export_matches_torch(family, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from ultralytics import YOLO
 
-    from ultra_prune.checkpoint import load_model, save_model
+    from ultra_prune.io.checkpoint import load_model, save_model
 
     p, _ = pruned(family, 0.6)
     path = save_model(p, tmp_path / "p.pt")

@@ -26,7 +26,7 @@ import torch
 from helpers import snapshot
 from conftest import IMGSZ, train_kwargs
 
-from ultra_prune.target import FREEZE, OBSERVE, ZERO
+from ultra_prune.slimming.target import FREEZE, OBSERVE, ZERO
 
 YOLO_BIN = Path(sys.executable).with_name("yolo")
 PY = sys.executable
@@ -152,7 +152,7 @@ def det(tmp_path_factory):
     """An (untrained) yolov8n checkpoint as ultra-prune writes them."""
     from ultralytics.nn.tasks import DetectionModel
 
-    from ultra_prune.checkpoint import save_model
+    from ultra_prune.io.checkpoint import save_model
 
     return save_model(DetectionModel("yolov8n.yaml", verbose=False), tmp_path_factory.mktemp("det") / "det.pt")
 
@@ -254,7 +254,7 @@ def assert_one_line_exit_2(r, name: str) -> None:
 
 
 def test_yolo_train_on_a_truncated_pruned_checkpoint(ws, tmp_path, data_yaml):
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     prune(str(ws / "det.pt"), prune=0.5, prune_out=tmp_path / "pruned.pt", verbose=False)
     truncate(tmp_path / "pruned.pt", ws / "trunc.pt")

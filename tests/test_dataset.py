@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ultra_prune.dataset import (CLASSES, COLOURS, DISC_POINTS, HARD_CLASSES, OBB_CLASSES, make_classify_dataset,
+from ultra_prune.commands.dataset import (CLASSES, COLOURS, DISC_POINTS, HARD_CLASSES, OBB_CLASSES, make_classify_dataset,
                                  make_hard_dataset, make_obb_dataset, make_pose_dataset, make_segment_dataset,
                                  make_task_dataset)
 

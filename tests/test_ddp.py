@@ -243,7 +243,7 @@ def test_fine_tuning_a_pruned_checkpoint_keeps_its_architecture(target_run, tmp_
     """``YOLO(pruned.pt).train()`` (the launching process builds the model, the workers get it pickled) keeps the
     pruned widths on both ranks and in last.pt / best.pt. (Resuming, where every worker rebuilds the pruned model
     from last.pt, is test_resume_of_a_one_shot_prune_run_under_ddp.)"""
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     pruned_pt = tmp_path / "pruned.pt"
     prune(str(target_run.dir / "weights" / "last.pt"), prune_out=pruned_pt, verbose=False)

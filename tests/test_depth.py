@@ -151,7 +151,7 @@ def test_depth_pruned_checkpoint_reloads_prunes_again_and_exports(tmp_path):
     import onnxruntime as ort
     from ultralytics import YOLO
 
-    from ultra_prune.checkpoint import save_model
+    from ultra_prune.io.checkpoint import save_model
 
     model = build("yolov8n.yaml")
     pruned, info = prune_model(model, 0.999, 8, 8, "flops", 128, depth=True)
@@ -171,9 +171,9 @@ def test_depth_pruned_checkpoint_reloads_prunes_again_and_exports(tmp_path):
 
 def test_prune_depth_through_the_api(tmp_path):
     """``prune_depth`` reaches the pruner from ``api.prune`` (on by default, in the report), and is validated."""
-    from ultra_prune.api import prune
-    from ultra_prune.args import validate
-    from ultra_prune.checkpoint import save_model
+    from ultra_prune.commands.prune import prune
+    from ultra_prune.config.keys import validate
+    from ultra_prune.io.checkpoint import save_model
     from ultra_prune.errors import UltraPruneError
 
     src = save_model(build("yolov8n.yaml"), tmp_path / "m.pt")

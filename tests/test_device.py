@@ -15,15 +15,15 @@ from helpers import build
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ultra_prune.architecture import prune_for_training, unwrap
-from ultra_prune.args import PruneConfig
-from ultra_prune.distill import logit_distillation
-from ultra_prune.parts import ManualSparsity, TargetSchedule
+from ultra_prune.train.architecture import prune_for_training, unwrap
+from ultra_prune.config.settings import PruneConfig
+from ultra_prune.slimming.distill import logit_distillation
+from ultra_prune.train.parts import ManualSparsity, TargetSchedule
 from ultra_prune.pruning import analyse, budget_for, prune_model
 from ultra_prune.pruning.importance import LayerRelative, Magnitude, Taylor, TaylorScores, Zeroed
 from ultra_prune.pruning.select import select
-from ultra_prune.runtimes import TorchRuntime, runtime_for
-from ultra_prune.target import FREEZE, OBSERVE, ZERO, SparsityTarget
+from ultra_prune.latency.runtimes import TorchRuntime, runtime_for
+from ultra_prune.slimming.target import FREEZE, OBSERVE, ZERO, SparsityTarget
 
 IMGSZ = 64
 
@@ -162,11 +162,9 @@ def test_one_shot_prune_broadcasts_on_the_training_device(one_rank, monkeypatch)
 
     monkeypatch.setattr(torch.distributed, "broadcast", nccl)
     model = build("yolov8n.yaml")
-    args = SimpleNamespace(prune=0.3, prune_round=8, prune_min=8, imgsz=IMGSZ, prune_by="channels",
-                           prune_importance="l1", data=None, latency_runtime="onnxruntime", latency_batch=1,
-                           prune_depth=True)
+    cfg = PruneConfig(0.3, "channels", "l1", round_to=8, imgsz=IMGSZ)
     with elsewhere():
-        pruned, report = prune_for_training(model, args, DEVICE, verbose=False)
+        pruned, report = prune_for_training(model, cfg, None, DEVICE, verbose=False)
     assert report is not None and len(sent) == len(model.state_dict())
     assert all(is_cpu(t) for t in pruned.state_dict().values())  # the model stays where ultralytics put it
 
@@ -231,7 +229,7 @@ def stand_in_trainer(model, ema, epochs=10, batches=10):
 
 
 def test_sparse_training_steps_never_wait_for_the_device():
-    from ultra_prune.trainer import loss_scale
+    from ultra_prune.train.trainer import loss_scale
 
     model, ema = build("yolov8n.yaml"), build("yolov8n.yaml")
     fake_grads(model)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from conftest import train_kwargs
-from ultra_prune.distill import DistillCriterion, head_outputs, logit_distillation
+from ultra_prune.slimming.distill import DistillCriterion, head_outputs, logit_distillation
 from ultra_prune.errors import UltraPruneError
 
 NC, REG = 4, 16
@@ -109,7 +109,7 @@ def test_teacher_with_another_head_is_refused(tmp_path, data_yaml, sparse_ckpt):
 
     from ultralytics.nn.tasks import DetectionModel
 
-    from ultra_prune.checkpoint import save_model
+    from ultra_prune.io.checkpoint import save_model
 
     other = save_model(DetectionModel("yolov8n.yaml", nc=2, verbose=False), tmp_path / "other.pt")  # 2 classes, not 4
     with pytest.raises(UltraPruneError, match="different head"):
@@ -118,7 +118,7 @@ def test_teacher_with_another_head_is_refused(tmp_path, data_yaml, sparse_ckpt):
 
 
 def test_bad_distill_loss_is_refused():
-    from ultra_prune.args import validate
+    from ultra_prune.config.keys import validate
 
     with pytest.raises(UltraPruneError, match="distill_loss"):
         validate({"distill_loss": "soft"})

@@ -15,10 +15,10 @@ from torch import nn
 
 from conftest import IMGSZ, train_kwargs
 from helpers import bn_total, build, n_zero_bn
-from ultra_prune.args import native_distillation, resolve_distill_loss, validate
-from ultra_prune.checkpoint import load_model, save_model
+from ultra_prune.config.keys import native_distillation, resolve_distill_loss, validate
+from ultra_prune.io.checkpoint import load_model, save_model
 from ultra_prune.errors import UltraPruneError
-from ultra_prune.target import ZERO, SparsityTarget
+from ultra_prune.slimming.target import ZERO, SparsityTarget
 
 
 def read_csv(path):
@@ -131,7 +131,7 @@ def target_checkpoint(path, yaml="yolo11n.yaml", target=0.5, prune_by="flops", i
 def test_recorded_prune_counts_at_the_runs_imgsz_and_removes_exactly_the_zeroed_channels(tmp_path, log):
     """yolo11n (C2PSA attention: its FLOPs share depends on the resolution) trained to half its GFLOPs at 160 px:
     counted at 640 px its zeroed channels are short of the target, so a prune counting there would cut live ones."""
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     src = tmp_path / "sparse.pt"
     model = target_checkpoint(src)
@@ -149,7 +149,7 @@ def test_recorded_prune_counts_at_the_runs_imgsz_and_removes_exactly_the_zeroed_
 
 
 def test_pruning_a_checkpoint_from_before_the_zero_point_warns_and_cuts_no_live_channel(tmp_path, log):
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     src = tmp_path / "epoch1.pt"
     target_checkpoint(src, yaml="yolov8n.yaml", prune_by="channels", imgsz=IMGSZ, epoch=1, zero=False)
@@ -161,7 +161,7 @@ def test_pruning_a_checkpoint_from_before_the_zero_point_warns_and_cuts_no_live_
 
 
 def test_pruning_a_finished_checkpoint_short_of_its_target_says_so(tmp_path, log):
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     src = tmp_path / "sparse.pt"
     model = target_checkpoint(src, yaml="yolov8n.yaml", prune_by="channels", imgsz=IMGSZ)
@@ -203,7 +203,7 @@ def test_best_pt_comes_from_after_the_zero_point(tmp_path, data_yaml, mocker, lo
     from ultralytics import YOLO
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     fitness = iter([0.9, 0.5, 0.3])
 
@@ -233,7 +233,7 @@ def test_a_misspelled_key_is_one_line_with_the_suggestion(tmp_path, monkeypatch,
 
 
 def test_yolo_help_and_cfg_show_ultra_prune(log):
-    from ultra_prune.args import ARGS
+    from ultra_prune.config.keys import KEYS as ARGS
 
     assert run_cli("help", log) == 0
     text = "\n".join(log)

@@ -3,7 +3,7 @@
 Every case must end in one line naming the problem and the fix (an ``UltraPruneError`` from Python; from the ``yolo``
 CLI an ``ERROR ❌ ultra-prune: ...`` line, exit 2 and no traceback) and leave the file tree as it was.
 
-Faces: ``api`` = ``ultra_prune.api.prune``; ``model`` = ``YOLO(x).prune`` / ``YOLO(x).train``; ``cli`` = the patched
+Faces: ``api`` = ``ultra_prune.commands.prune.prune``; ``model`` = ``YOLO(x).prune`` / ``YOLO(x).train``; ``cli`` = the patched
 ``ultralytics.cfg.entrypoint`` (what the ``yolo`` script calls) run in-process with its debug string; ``sub`` = the real
 ``yolo`` executable in a subprocess (about 4 s each, so only a representative subset).
 """
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import ultralytics
-from ultra_prune.api import prune as api_prune
+from ultra_prune.commands.prune import prune as api_prune
 from ultra_prune.errors import UltraPruneError
 
 YOLO_BIN = Path(sys.executable).with_name("yolo")
@@ -53,7 +53,7 @@ def ckpts(tmp_path_factory):
     """Checkpoints built from yaml (no training): det, rtdetr (a head with no channel rule), fused and no-BN."""
     from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
 
-    from ultra_prune.checkpoint import save_model
+    from ultra_prune.io.checkpoint import save_model
 
     d = tmp_path_factory.mktemp("ckpts")
     save_model(DetectionModel("yolov8n.yaml", verbose=False), d / "det.pt")
@@ -465,7 +465,7 @@ def test_interrupted_write_keeps_old_file(exc, ws, ckpts, mocker):
     src = make_input("det", ws, ckpts)
     (ws / "out.pt").write_bytes(b"the previous pruned model")
     before = snapshot(ws)
-    mocker.patch("ultra_prune.checkpoint.torch.save", side_effect=_partial_then(exc))
+    mocker.patch("ultra_prune.io.checkpoint.torch.save", side_effect=_partial_then(exc))
     if isinstance(exc, KeyboardInterrupt):
         with pytest.raises(KeyboardInterrupt):
             api_prune(src, prune=0.5, prune_out="out.pt", exist_ok=True, verbose=False)
@@ -483,7 +483,7 @@ def test_killed_write_keeps_old_file(ws):
     before = snapshot(ws)
     script = textwrap.dedent("""
         import sys, time
-        from ultra_prune.checkpoint import atomic_write
+        from ultra_prune.io.checkpoint import atomic_write
         def write(tmp):
             with open(tmp, "wb") as f:
                 f.write(b"half a checkpoint")

@@ -50,7 +50,7 @@ def test_pruned_checkpoint_trains_as_itself_and_resumes(tmp_path, one_shot, data
 def test_new_class_count_reinitialises_class_convs(tmp_path, one_shot):
     from ultralytics import YOLO
 
-    from ultra_prune.dataset import make_dataset
+    from ultra_prune.commands.dataset import make_dataset
 
     data2 = make_dataset(tmp_path / "two", n_train=16, n_val=8, imgsz=64, nc=2)
     YOLO(str(one_shot / "weights" / "pruned.pt")).train(data=str(data2), **train_kwargs(tmp_path, "nc2"))
@@ -87,7 +87,7 @@ def test_fine_tuned_checkpoint_works_with_plain_ultralytics(tmp_path, one_shot, 
 @pytest.mark.parametrize("sparse, printed", [({"sparsity": 0.01}, "0.01"), ({"sparsity_target": 0.5}, "0.5")])
 def test_ddp_worker_rebuilds_the_pruned_sparse_trainer(tmp_path, one_shot, data_yaml, sparse, printed):
     """In every rank the trainer has the manual-lambda or the target sparsity, and the pruned model."""
-    from ultra_prune.trainer import SlimDetectionTrainer
+    from ultra_prune.train.trainer import SlimDetectionTrainer
 
     pruned_pt = one_shot / "weights" / "pruned.pt"
     overrides = train_kwargs(tmp_path, "ddp", model=str(pruned_pt), data=str(data_yaml), **sparse)

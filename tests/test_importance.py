@@ -1,6 +1,6 @@
 """Channel importances for pruning a model that is not sparse (``prune_importance=``): Taylor scores from data.
 
-No training: models from yaml with randomised BatchNorms, the small generated datasets of ``ultra_prune.dataset``.
+No training: models from yaml with randomised BatchNorms, the small generated datasets of ``ultra_prune.commands.dataset``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from torch import nn
 
 from conftest import IMGSZ
 from test_pruning import build
-from ultra_prune.api import prune
-from ultra_prune.calibrate import taylor_scores
-from ultra_prune.checkpoint import load_model, save_model
+from ultra_prune.commands.prune import prune
+from ultra_prune.engine.calibrate import taylor_scores
+from ultra_prune.io.checkpoint import load_model, save_model
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning import MARKER, analyse, prune_model
 from ultra_prune.pruning.importance import Magnitude, Taylor, TaylorScores

@@ -16,9 +16,10 @@ import pytest
 import torch
 from helpers import base
 
-from ultra_prune import latency, runtimes
+from ultra_prune.latency import runtimes
+from ultra_prune.latency import table as latency
 from ultra_prune.errors import UltraPruneError
-from ultra_prune.latency import Cache, LatencyTable, preferred_round
+from ultra_prune.latency.table import Cache, LatencyTable, preferred_round
 from ultra_prune.pruning import prune_model
 from ultra_prune.pruning.cost import ConvShape, convs
 from ultra_prune.pruning.graph import Space
@@ -203,7 +204,7 @@ def test_preferred_round_is_where_the_whole_model_runs_fastest(tmp_path, exact_t
 
 
 def test_preferred_round_is_finer_where_its_floors_stop_the_budget(tmp_path, exact_timing, monkeypatch):
-    from ultra_prune.latency import floor_share
+    from ultra_prune.latency.table import floor_share
 
     monkeypatch.setattr(latency, "_fastest_round", lambda *a: 32)  # the runtime runs multiples of 32 fastest
     model, cache = base("yolov8n.yaml"), Cache(tmp_path / "latency.json")
@@ -215,8 +216,8 @@ def test_preferred_round_is_finer_where_its_floors_stop_the_budget(tmp_path, exa
 
 
 def test_an_unreachable_latency_budget_warns_once(tmp_path, exact_timing, monkeypatch, log):
-    from ultra_prune import api
-    from ultra_prune.checkpoint import save_model
+    from ultra_prune.commands import prune as api
+    from ultra_prune.io.checkpoint import save_model
 
     monkeypatch.setattr(latency, "cache_path", lambda: tmp_path / "latency.json")
     monkeypatch.setattr(runtimes, "runtime_for", lambda name, device=None: Synthetic())
@@ -269,8 +270,8 @@ def real_cache(tmp_path_factory):
 
 def test_yolo_prune_by_latency_on_onnxruntime_reports_and_then_hits_the_cache(tmp_path, real_cache, monkeypatch,
                                                                                mocker, one_thread):
-    from ultra_prune.api import prune
-    from ultra_prune.checkpoint import save_model
+    from ultra_prune.commands.prune import prune
+    from ultra_prune.io.checkpoint import save_model
 
     monkeypatch.setattr(latency, "cache_path", lambda: real_cache)
     src = save_model(base("yolov8n.yaml"), tmp_path / "base.pt")
@@ -287,7 +288,7 @@ def test_yolo_prune_by_latency_on_onnxruntime_reports_and_then_hits_the_cache(tm
 
 
 def test_bad_latency_arguments():
-    from ultra_prune.args import validate
+    from ultra_prune.config.keys import validate
 
     with pytest.raises(UltraPruneError, match=r"'latency_runtime=tflite' is not one of .*latency_runtime=onnxruntime"):
         validate({"prune_by": "latency", "latency_runtime": "tflite"})
@@ -315,8 +316,8 @@ class Hidden(Synthetic):
 
 
 def test_a_pruning_that_measures_over_budget_is_made_again(tmp_path, exact_timing, monkeypatch, log):
-    from ultra_prune import api
-    from ultra_prune.checkpoint import save_model
+    from ultra_prune.commands import prune as api
+    from ultra_prune.io.checkpoint import save_model
 
     monkeypatch.setattr(latency, "cache_path", lambda: tmp_path / "latency.json")
     model = base("yolov8n.yaml")
@@ -353,8 +354,9 @@ def test_a_pruning_that_measures_well_under_budget_is_made_again_with_less_and_r
                                                                                            monkeypatch, log):
     """Measured 15 % under its budget, a pruning is made again less deep and kept once within the band; the same
     pruning again goes straight to the kept aim (two prunings, not three) and keeps the same model."""
-    from ultra_prune import measured, pruning
-    from ultra_prune.args import PruneConfig
+    from ultra_prune import pruning
+    from ultra_prune.latency import measured
+    from ultra_prune.config.settings import PruneConfig
     from ultra_prune.pruning import importance
 
     model = base("yolov8n.yaml")
@@ -383,7 +385,7 @@ def test_sparsity_target_by_latency_trains_to_a_recorded_prune(tmp_path, data_ya
     from conftest import train_kwargs
     from ultralytics import YOLO
 
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     monkeypatch.setattr(latency, "cache_path", lambda: real_cache)
     YOLO("yolov8n.yaml").train(data=str(data_yaml), **train_kwargs(tmp_path, "lat", epochs=2, sparsity_target=0.5,

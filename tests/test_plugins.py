@@ -56,14 +56,14 @@ def test_patches_are_idempotent():
 def test_trainer_is_chosen_per_task():
     from ultralytics.models import yolo
 
-    from ultra_prune.trainer import SlimClassificationTrainer, SlimDetectionTrainer, SlimTrainer
+    from ultra_prune.train.trainer import SlimClassificationTrainer, SlimDetectionTrainer, SlimTrainer
 
     hook = get_plugin_manager().hook.ultra_prune_trainer
     assert hook(task="detect") is SlimDetectionTrainer
     assert hook(task="classify") is SlimClassificationTrainer
     assert issubclass(SlimClassificationTrainer, yolo.classify.ClassificationTrainer)
     for task in ("segment", "pose") + (("obb",) if hasattr(yolo, "obb") else ()):
-        assert issubclass(hook(task=task), SlimTrainer) and hook(task=task).__module__ == "ultra_prune.trainer"
+        assert issubclass(hook(task=task), SlimTrainer) and hook(task=task).__module__ == "ultra_prune.train.trainer"
     assert hook(task="semantic") is None and hook(task="depth") is None
 
 
@@ -139,13 +139,13 @@ def test_importing_the_pruning_core_changes_nothing_in_ultralytics():
     script = textwrap.dedent("""
         import sys
         import ultra_prune.pruning as pruning
-        assert "ultralytics" not in sys.modules and "ultra_prune.trainer" not in sys.modules
+        assert "ultralytics" not in sys.modules and "ultra_prune.train.trainer" not in sys.modules
         from ultralytics.engine.model import Model
         from ultralytics.nn.tasks import DetectionModel
         import ultralytics
         pruned, info = pruning.prune_model(DetectionModel("yolov8n.yaml", verbose=False), 0.3)
         assert info["pruned"] and not getattr(ultralytics, "_ultra_prune_patched", False)
-        assert not hasattr(Model, "prune") and "ultra_prune.trainer" not in sys.modules
+        assert not hasattr(Model, "prune") and "ultra_prune.train.trainer" not in sys.modules
         print("clean")
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,

@@ -12,10 +12,10 @@ from conftest import IMGSZ, train_kwargs
 from helpers import bn_widths, build, n_params
 from torch import nn
 
-from ultra_prune.architecture import remove_zeroed
+from ultra_prune.train.architecture import remove_zeroed
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning import MARKER, is_pruned
-from ultra_prune.target import ZERO, SparsityTarget
+from ultra_prune.slimming.target import ZERO, SparsityTarget
 
 
 def zeroed_trainer():
@@ -85,7 +85,7 @@ def test_removal_is_exact_and_the_optimizer_follows_the_new_parameters():
 
 
 def test_prune_at_zero_needs_a_target():
-    from ultra_prune.args import validate
+    from ultra_prune.config.keys import validate
 
     with pytest.raises(UltraPruneError, match="add sparsity_target="):
         validate({"prune_at_zero": True})
@@ -95,7 +95,7 @@ def test_prune_at_zero_needs_a_target():
 def test_one_run_ends_in_pruned_checkpoints(tmp_path, data_yaml, log, one_thread):
     from ultralytics import YOLO
 
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     YOLO("yolov8n.yaml").train(data=str(data_yaml), **train_kwargs(tmp_path, "one", epochs=4, sparsity_target=0.5,
                                                                    prune_at_zero=True))

@@ -318,7 +318,7 @@ def test_model_without_head_rule_refused():
                                 dict(prune=0.5, prune_min=0), dict(prune=0.5, prune_by="params")])
 def test_bad_arguments_refused_by_the_api(kw):
     """The API layer validates; the pruning core takes only what it was given."""
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     with pytest.raises(UltraPruneError):
         prune(base("yolov8n.yaml"), **kw)

@@ -1,8 +1,8 @@
-"""Pruned checkpoints in the outside world: the report, ``ultra_prune.api.prune`` on files, ``yolo prune``,
+"""Pruned checkpoints in the outside world: the report, ``ultra_prune.commands.prune.prune`` on files, ``yolo prune``,
 ONNX export, and loading with plain ultralytics (ultra-prune disabled) in a fresh interpreter.
 
 Checkpoints come from ``DetectionModel('yolov8n.yaml')`` with randomised BN scales, written by
-``ultra_prune.checkpoint.save_model``: no training, no downloads.
+``ultra_prune.io.checkpoint.save_model``: no training, no downloads.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from torch import nn
 
 from conftest import PLAIN_CHECK, plain_ultralytics_env
 from helpers import n_params
-from ultra_prune.api import prune
-from ultra_prune.checkpoint import load_model, save_model
+from ultra_prune.commands.prune import prune
+from ultra_prune.io.checkpoint import load_model, save_model
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning import is_pruned, prune_model
 
@@ -226,7 +226,7 @@ def test_plain_ultralytics_loads_pruned_checkpoint(pruned_ckpt, data_yaml, tmp_p
 def test_written_checkpoint_has_normal_permissions(tmp_path):
     import os
 
-    from ultra_prune.checkpoint import atomic_write
+    from ultra_prune.io.checkpoint import atomic_write
 
     target = tmp_path / "f.bin"
     atomic_write(target, lambda tmp: open(tmp, "wb").write(b"x"))

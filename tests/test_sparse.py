@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from conftest import train_kwargs
-from ultra_prune.parts import STALL_EPOCHS, ManualSparsity
-from ultra_prune.sparsity import BNSparsity, gamma_stats
-from ultra_prune.trainer import SlimDetectionTrainer
+from ultra_prune.train.parts import STALL_EPOCHS, ManualSparsity
+from ultra_prune.slimming.sparsity import BNSparsity, gamma_stats
+from ultra_prune.train.trainer import SlimDetectionTrainer
 
 LAM = 0.05
 

@@ -16,8 +16,8 @@ from ultra_prune.errors import UltraPruneError
 from ultra_prune.pruning import analyse, channel_widths, flops_model, prune_model
 from ultra_prune.pruning.importance import LayerRelative, Magnitude
 from ultra_prune.pruning.select import Channels, Flops, select
-from ultra_prune.report import gflops
-from ultra_prune.target import FREEZE, ZERO, SparsityTarget, envelope
+from ultra_prune.engine.report import gflops
+from ultra_prune.slimming.target import FREEZE, ZERO, SparsityTarget, envelope
 
 
 @pytest.mark.parametrize("yaml", ["yolov8n.yaml", "yolo11n.yaml"])
@@ -108,7 +108,7 @@ def test_reselection_keeps_zeroed_channels():
     ({"prune_by": "params"}, "prune_by"),
 ])
 def test_bad_target_arguments(args, message):
-    from ultra_prune.args import validate
+    from ultra_prune.config.keys import validate
 
     with pytest.raises(UltraPruneError, match=message):
         validate(args)
@@ -126,7 +126,7 @@ def test_training_reaches_the_target_with_any_optimizer(tmp_path, data_yaml, opt
     and ``prune`` with no ``prune=`` removes exactly the zeroed channels with unchanged outputs."""
     from ultralytics import YOLO
 
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     YOLO("yolov8n.yaml").train(data=str(data_yaml), **train_kwargs(tmp_path, "t", epochs=5, optimizer=optimizer,
                                                                   sparsity_target=0.5, plots=True))
@@ -152,7 +152,7 @@ def test_training_reaches_the_target_with_any_optimizer(tmp_path, data_yaml, opt
 
 
 def test_prune_without_ratio_needs_a_recorded_target(sparse_ckpt, tmp_path):
-    from ultra_prune.api import prune
+    from ultra_prune.commands.prune import prune
 
     with pytest.raises(UltraPruneError, match="'prune' is missing"):
         prune(str(sparse_ckpt), prune_out=tmp_path / "p.pt")
@@ -213,7 +213,7 @@ def test_other_models_keep_their_own_trainer():
     for yaml in ("yolov8n.yaml", "yolov8n-seg.yaml", "yolov8n-pose.yaml", "yolov8n-cls.yaml"):
         model = YOLO(yaml)
         ours = trainer_for_model(model)
-        assert issubclass(ours, model.task_map[model.task]["trainer"]) and ours.__module__ == "ultra_prune.trainer"
+        assert issubclass(ours, model.task_map[model.task]["trainer"]) and ours.__module__ == "ultra_prune.train.trainer"
 
 
 def test_unsupported_model_refused_by_the_yolo_cli(tmp_path, data_yaml):

@@ -113,7 +113,7 @@ def test_pruned_model_takes_a_new_class_count(yaml):
     stock classify trainer resizes its linear layer itself)."""
     from ultralytics.nn.tasks import ClassificationModel
 
-    from ultra_prune.architecture import reset_classes
+    from ultra_prune.train.architecture import reset_classes
 
     p, _ = prune_model(base(yaml), 0.5, 8, 8)
     nc = getattr(p.model[-1], "nc", None) or p.model[-1].linear.out_features
@@ -177,7 +177,7 @@ def test_onnx_export_matches_torch(task, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from ultralytics import YOLO
 
-    from ultra_prune.checkpoint import load_model, save_model
+    from ultra_prune.io.checkpoint import load_model, save_model
 
     yaml = MODELS[task][0]
     p, _ = prune_model(base(yaml), 0.5, 8, 8)
@@ -200,7 +200,7 @@ def test_onnx_export_matches_torch(task, tmp_path):
 # --- 2. the pipeline on generated data --------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def dataset(task: str, root):
-    from ultra_prune.dataset import make_task_dataset
+    from ultra_prune.commands.dataset import make_task_dataset
 
     return str(make_task_dataset(task, root / task, n_train=24, n_val=8, imgsz=IMGSZ))
 
@@ -216,7 +216,7 @@ def test_task_pipeline(task, data_root, tmp_path):
     """sparse training to a target -> one-shot prune + fine-tune -> resume -> plain ultralytics, for each task."""
     from ultralytics import YOLO
 
-    from ultra_prune.checkpoint import load_model
+    from ultra_prune.io.checkpoint import load_model
 
     yaml = MODELS[task][0]
     if not shipped(yaml):
@@ -244,7 +244,7 @@ def test_task_pipeline(task, data_root, tmp_path):
     final, ckpt = load_model(tmp_path / "ft" / "weights" / "last.pt")
     assert n_params(final) == n_params(pruned) and ckpt["epoch"] == -1  # trained on as itself, to the end
 
-    from ultra_prune.trainer import TRAINERS  # DDP: a worker rebuilds the task's trainer and the pruned model
+    from ultra_prune.train.trainer import TRAINERS  # DDP: a worker rebuilds the task's trainer and the pruned model
 
     overrides = train_kwargs(tmp_path, "ddp", model=str(tmp_path / "ft" / "weights" / "pruned.pt"), data=data,
                              sparsity_target=0.3)

@@ -2,9 +2,9 @@
 
 ``prune_model`` = checks -> dependency analysis (``graph`` + ``rules``) -> selection (``select``: a budget, ranked
 by an ``importance``; with ``depth``, whole residual blocks where the floors stop it) -> surgery (``surgery``). The
-result is made only of stock ultralytics classes and carries a small ``ultra_prune`` marker dict (ratio, options,
-widths before/after). Importing this package changes nothing in ultralytics; it validates no user argument (the API
-layer has) and knows no CLI key.
+result is made only of stock ultralytics classes and carries a small ``ultra_prune`` marker dict (its history and
+widths); what changed comes back typed (``record``). Importing this package changes nothing in ultralytics; it
+validates no user argument (``ultra_prune.config`` has) and knows no CLI key.
 """
 
 from __future__ import annotations
@@ -19,17 +19,10 @@ from ultra_prune.pruning.cost import FlopsModel
 from ultra_prune.pruning.graph import ChannelGraph
 from ultra_prune.pruning.importance import Importance, Magnitude
 from ultra_prune.pruning.probe import forward_zeros, input_channels
+from ultra_prune.pruning.record import MARKER, Pruning, HistoryEntry, is_pruned
 from ultra_prune.pruning.rules import rule_for
 from ultra_prune.pruning.select import Budget, Channels, Flops, Latency, select, select_blocks
 from ultra_prune.pruning.surgery import Slices, compensate, remove_blocks, slice_channels
-
-MARKER = "ultra_prune"  # attribute on the pruned model, a plain dict
-
-
-def is_pruned(model) -> bool:
-    """True for a model ultra-prune pruned (it carries the marker)."""
-    return isinstance(getattr(model, MARKER, None), dict)
-
 
 def check_prunable(model: nn.Module) -> None:
     """Raise UltraPruneError unless ``model`` is an unfused ultralytics model with BatchNorm layers whose head has a
@@ -98,7 +91,7 @@ PRUNE_BY = ("channels", "flops", "latency")  # the budgets by name: what a share
 def budget_for(prune_by: str, ratio: float, model: nn.Module, imgsz: int = 640, latency=None) -> Budget:
     """The budget ``ratio`` of ``model`` means under ``prune_by``: of its prunable channels, of its FLOPs at
     ``imgsz`` as ultralytics counts them, or of its latency at ``imgsz`` as ``latency`` (a function of the model
-    and imgsz returning its ``cost.LatencyModel``, e.g. ``ultra_prune.latency.LatencyTable.model``) predicts it."""
+    and imgsz returning its ``cost.LatencyModel``, e.g. ``ultra_prune.latency.table.LatencyTable.model``) predicts it."""
     if prune_by == "flops":
         return Flops(ratio, flops_model(model, imgsz))
     if prune_by == "channels":
@@ -112,8 +105,8 @@ def budget_for(prune_by: str, ratio: float, model: nn.Module, imgsz: int = 640, 
 
 def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 8, prune_by: str = "channels",
                 imgsz: int = 640, take_dead: bool = False, importance: Importance | None = None, latency=None,
-                depth: bool = False):
-    """Return ``(pruned, info)``: a pruned deep copy of ``model`` and a dict describing what changed.
+                depth: bool = False) -> tuple[nn.Module, Pruning]:
+    """Return ``(pruned, info)``: a pruned deep copy of ``model`` and what changed (``record.Pruning``).
 
     At least ``ratio`` of the budget ``prune_by`` names (``budget_for``: prunable channels, GFLOPs or latency at ``imgsz``)
     is removed, lowest ``importance`` first (default ``Magnitude``: BN |gamma|), in ``select``'s steps: kept counts
@@ -148,23 +141,12 @@ def prune_model(model: nn.Module, ratio: float, round_to: int = 8, floor: int = 
             fn()
         remove_blocks(blocks, slices)
     _, after = channel_widths(model)
-    history = list(getattr(model, MARKER, {}).get("history", []))
-    history.append({"prune": ratio, "prune_by": prune_by, "prune_round": round_to, "prune_min": floor,
-                    "prune_importance": importance.name, "widths_before": before, "removed_blocks": removed_blocks})
+    step = {k: v for k, v in HistoryEntry(ratio, prune_by, round_to, floor, importance.name, before, removed_blocks).stored().items()
+            if k != "removed_in_run"}  # set by the run that removes its zeroed channels
+    history = [*getattr(model, MARKER, {}).get("history", []), step]
     if keep or blocks:
         setattr(model, MARKER, {"history": history, "widths": after, "original_widths": history[0]["widths_before"]})
-    info = {
-        "pruned": bool(keep or blocks),
-        "widths_before": before,
-        "widths_after": after,
-        "layer_types": [type(m).__name__ for m in model.model],
-        "prunable_channels": prunable,
-        "removed_channels": removed,
-        "left_intact": sorted(set(graph.intact)),
-        "prune_importance": importance.name,
-        "removed_blocks": removed_blocks,
-        "sliced": {n: slices[p] for n, p in model.named_parameters() if p in slices},
-    }
-    if isinstance(budget, Latency):
-        info["latency_ms"] = (budget.cost.total, budget.cost.latency())
-    return model, info
+    latency_ms = (budget.cost.total, budget.cost.latency()) if isinstance(budget, Latency) else None
+    sliced = {n: slices[p] for n, p in model.named_parameters() if p in slices}
+    return model, Pruning(bool(keep or blocks), before, after, [type(m).__name__ for m in model.model], prunable,
+                          removed, sorted(set(graph.intact)), importance.name, removed_blocks, latency_ms, sliced)

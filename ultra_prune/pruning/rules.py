@@ -2,19 +2,20 @@
 
 A rule is ``rule(graph, module, x) -> Signal``: it tells the graph how ``module`` maps the channels of its input
 ``x`` (a Signal, or a list of them for multi-input layers) to its output. The built-in rules are looked up by exact
-type; plugins' rules (their ``ultra_prune_channel_rule`` hook, added by the plugin manager through
-``add_rule_lookup``) are asked first, so a plugin can add a rule for a custom block or replace a built-in one.
+type; plugins' rules (their ``ultra_prune_channel_rule`` hook, ``plugins.channel_rule``) are asked first, whether or
+not the patches were applied, so a plugin can add a rule for a custom block or replace a built-in one.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from torch import nn
 
+from ultra_prune.patches.versions import aattn_reads_all_head_dim
+from ultra_prune.plugins import channel_rule
 from ultra_prune.pruning.graph import Segment, Signal, Term
 
 
@@ -305,15 +306,6 @@ def attention_rule(g, m, x):
     return g.run(m.proj, g.add(v, g.run(m.pe, v)))
 
 
-@lru_cache(maxsize=None)
-def _aattn_reads_all_head_dim(cls) -> bool:
-    """Whether ``AAttn.forward`` reshapes by its stored ``all_head_dim`` (8.3.x reshapes by the input width)."""
-    try:
-        return "self.all_head_dim" in inspect.getsource(cls.forward)
-    except (OSError, TypeError):
-        return False
-
-
 def _finalize_aattn(m) -> None:
     """After surgery: AAttn's head_dim/all_head_dim; its softmax scale is ``head_dim ** -0.5`` at run time, so
     the queries are scaled to keep ``q * scale`` what it was."""
@@ -330,7 +322,7 @@ def aattn_rule(g, m, x):
     width (8.3.x), it stays intact."""
     heads, hd = m.num_heads, m.head_dim
     c = heads * hd
-    if not (_aattn_reads_all_head_dim(type(m)) and _is_conv(m.qkv) and m.qkv.conv.out_channels == 3 * c
+    if not (aattn_reads_all_head_dim(type(m)) and _is_conv(m.qkv) and m.qkv.conv.out_channels == 3 * c
             and _depthwise(m.pe, c) and _is_conv(m.proj) and m.proj.conv.in_channels == c):
         return g.opaque(m, x, "area attention that reshapes by its input width")
     qk, values = _heads(g, m, x, heads, hd, hd)
@@ -539,20 +531,8 @@ def _rules():
     return classes
 
 
-_lookups: list = []  # rule finders the plugins added, asked before the built-in table
-
-
-def add_rule_lookup(lookup) -> None:
-    """Have ``rule_for`` ask ``lookup(module) -> rule | None`` before the built-in rules (once per lookup)."""
-    if lookup not in _lookups:
-        _lookups.append(lookup)
-
-
 def rule_for(module):
-    """The channel rule for ``module``: a plugin's, else the built-in one for its exact type (so a subclass with
-    different wiring, e.g. YOLOEDetect or WorldDetect, stays opaque), else None."""
-    for lookup in _lookups:
-        rule = lookup(module)
-        if rule is not None:
-            return rule
-    return _rules().get(type(module))
+    """The channel rule for ``module``: a plugin's (``plugins.channel_rule``), else the built-in one for its exact type
+    (so a subclass with different wiring, e.g. YOLOEDetect or WorldDetect, stays opaque), else None."""
+    rule = channel_rule(module)
+    return rule if rule is not None else _rules().get(type(module))

@@ -119,15 +119,11 @@ def select(spaces: list[Space], budget: Budget, importance: Importance, round_to
         imp = importance(s).cpu()  # the device rule: decided on the CPU, whatever an importance returns
         order[id(s)] = torch.argsort(imp, stable=True)
         score[id(s)] = imp[order[id(s)]]
-    goal = budget.ratio * budget.total(spaces)
+    quota = budget.ratio * budget.total(spaces)
     at = {i: 0 for i in range(len(units))}
     steps = [_steps(u[0].size, round_to, floor) for u in units]
     joins = getattr(budget, "joins", False)
-    share = {}  # joining: each group's cost per channel, full width to floor, at the start
-    if joins:
-        for i, u in enumerate(units):
-            n = steps[i][0] - steps[i][-1]
-            share[i] = sum(budget.saving(s, n) for s in u) / n if n else 0.0
+    share = _shares(units, steps, budget) if joins else {}
 
     def span(i: int) -> int:
         """How many allowed counts the group's next step goes down (more than 1 when joined)."""
@@ -150,18 +146,17 @@ def select(spaces: list[Space], budget: Budget, importance: Importance, round_to
             return 0.0, 1
         return mean_score(i, j), j
 
-    heap = [(*step_score(i), i) for i in range(len(units)) if len(steps[i]) > 1]
-    heap = [(sc, i, j) for sc, j, i in heap]
+    heap = [(sc, i, j) for i in range(len(units)) if len(steps[i]) > 1 for sc, j in [step_score(i)]]
     heapq.heapify(heap)
     removed = 0.0
-    while heap and (removed < goal - 1e-9 or (take_dead and heap[0][0] == 0)):
+    while heap and (removed < quota - 1e-9 or (take_dead and heap[0][0] == 0)):
         sc, i, j = heapq.heappop(heap)
         if joins:  # what a step saves changes as its neighbours shrink: join and score it again (a lazy greedy)
             sc, j = step_score(i)
             if heap and sc > heap[0][0] + 1e-12 and not (take_dead and sc == 0):
                 heapq.heappush(heap, (sc, i, j))
                 continue
-            if removed >= goal - 1e-9 and sc != 0:
+            if removed >= quota - 1e-9 and sc != 0:
                 continue
         n = steps[i][at[i]] - steps[i][at[i] + j]
         removed += sum(budget.remove(s, n) for s in units[i])
@@ -169,6 +164,21 @@ def select(spaces: list[Space], budget: Budget, importance: Importance, round_to
         if at[i] + 1 < len(steps[i]):
             sc, j = step_score(i)
             heapq.heappush(heap, (sc, i, j))
+    return _kept(units, steps, at, order)
+
+
+def _shares(units: list[list[Space]], steps: list[list[int]], budget: Budget) -> dict[int, float]:
+    """Under a joining budget: each tie group's cost per channel, from full width to the floor, at the start."""
+    share = {}
+    for i, u in enumerate(units):
+        n = steps[i][0] - steps[i][-1]
+        share[i] = sum(budget.saving(s, n) for s in u) / n if n else 0.0
+    return share
+
+
+def _kept(units: list[list[Space]], steps: list[list[int]], at: dict, order: dict) -> dict[Space, torch.Tensor]:
+    """The sorted channel indices each space keeps at its group's current allowed count (``steps[i][at[i]]``), for
+    the spaces that lose channels; ``order``: each space's channels, least important first."""
     keep = {}
     for i, u in enumerate(units):
         k = steps[i][at[i]]
@@ -184,8 +194,8 @@ def select_blocks(spaces: list[Space], keep: dict[Space, torch.Tensor], blocks: 
     (``Flops`` or ``Latency``, its count left as ``select`` left it): least important first, until the budget is met
     or none is left. A block's importance is the summed importance of the channels its hidden spaces keep; equal
     scores go to the block first in the graph."""
-    goal, removed = budget.ratio * budget.cost.total, budget.cost.removed()
-    if removed >= goal - 1e-9:
+    quota, removed = budget.ratio * budget.cost.total, budget.cost.removed()
+    if removed >= quota - 1e-9:
         return []
     scored = []
     for at, b in enumerate(blocks):
@@ -193,7 +203,7 @@ def select_blocks(spaces: list[Space], keep: dict[Space, torch.Tensor], blocks: 
         scored.append((score, at, b))
     chosen = []
     for _, _, b in sorted(scored, key=lambda t: t[:2]):
-        if removed >= goal - 1e-9:
+        if removed >= quota - 1e-9:
             break
         removed += budget.cost.remove_block(b)
         chosen.append(b)
