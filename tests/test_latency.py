@@ -220,7 +220,7 @@ def test_an_unreachable_latency_budget_warns_once(tmp_path, exact_timing, monkey
     from ultra_prune.io.checkpoint import save_model
 
     monkeypatch.setattr(latency, "cache_path", lambda: tmp_path / "latency.json")
-    monkeypatch.setattr(runtimes, "runtime_for", lambda name, device=None: Synthetic())
+    monkeypatch.setattr(runtimes, "runtime_for", lambda name, device=None, *_, **__: Synthetic())
     src = save_model(base("yolov8n.yaml"), tmp_path / "base.pt")
     api.prune(src, prune=0.5, prune_by="latency", prune_round=8, imgsz=IMGSZ, verbose=False)
     assert not [m for m in log if "cannot be reached" in m]
@@ -322,7 +322,7 @@ def test_a_pruning_that_measures_over_budget_is_made_again(tmp_path, exact_timin
     monkeypatch.setattr(latency, "cache_path", lambda: tmp_path / "latency.json")
     model = base("yolov8n.yaml")
     full = sum(separable(s, c.in_channels, c.out_channels) for c, s in convs(model, IMGSZ).items())
-    monkeypatch.setattr(runtimes, "runtime_for", lambda name, device=None: Hidden(full))
+    monkeypatch.setattr(runtimes, "runtime_for", lambda name, device=None, *_, **__: Hidden(full))
     table = LatencyTable(Hidden(full), 8, cache=Cache(tmp_path / "open.json"), verbose=False)
     open_loop, _ = prune_model(model, 0.5, 8, 8, "latency", IMGSZ, latency=table.model)
     before, after = (r.ms for r in Hidden(full).models([model, open_loop], IMGSZ, 1))

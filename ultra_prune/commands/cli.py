@@ -1,4 +1,5 @@
-"""The ``ultra-prune`` console command: ``demo`` (the whole pipeline) and ``prune`` (a checkpoint), key=value style."""
+"""The ``ultra-prune`` console command, key=value style: ``demo`` (the whole pipeline), ``prune`` (a checkpoint),
+``agent`` (latency measured on a device) and ``latency-kit`` (what an unreachable device times)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ HELP = """ultra-prune — network slimming for Ultralytics YOLO
         ONNX sizes and onnxruntime parity with prune_onnx=True). Without prune=, a checkpoint trained with
         sparsity_target= is pruned at its recorded target. The keys (the same as `yolo prune`):
 {prune_keys}
+
+    ultra-prune agent [runtime=onnxruntime] [precision=fp32] [host=127.0.0.1] [port=8765] [token=...] [kit=DIR]
+        on the device a model ships to: times models for prune_by=latency latency_device=http://host:port
+        (ultra-prune agent help: every key); needs Python, numpy and the runtime only.
+
+    ultra-prune latency-kit model=base.pt out=DIR [imgsz=640] [prune_round=8] [latency_batch=1]
+        the ONNX models a device that cannot be reached times offline (ultra-prune agent kit=DIR there), for
+        prune_by=latency latency_table=DIR/table.json.
 
 The same arguments work with the stock CLI: `yolo train ... sparsity_target=0.5`, `yolo train ... prune=0.5`,
 `yolo prune model=sparse.pt`.
@@ -58,10 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print(HELP.format(prune_keys=command_rows("prune")))
         return 0
+    command, rest = argv[0], argv[1:]
+    if command == "agent":  # no torch, no ultralytics: what the device runs
+        from ultra_prune.latency.agent import main as agent
+
+        return agent(rest)
     from ultra_prune.config.keys import check_command
     from ultra_prune.errors import UltraPruneError
 
-    command, rest = argv[0], argv[1:]
     try:
         from ultra_prune.patches import apply
 
@@ -80,8 +93,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise UltraPruneError("'model' is missing; e.g. ultra-prune prune model=sparse.pt prune=0.5")
             check_command("prune", kwargs)
             prune(kwargs.pop("model"), **kwargs)
+        elif command == "latency-kit":
+            from ultra_prune.commands.kit import latency_kit
+
+            kit = latency_kit(**kwargs)
+            print(f"ultra-prune: wrote {kit}; time it on the device: ultra-prune agent runtime=... kit={kit.parent}")
         else:
-            raise UltraPruneError(f"unknown command '{command}'; use 'ultra-prune demo' or 'ultra-prune prune' (see --help)")
+            raise UltraPruneError(f"unknown command '{command}'; use 'ultra-prune demo', 'prune', 'agent' or "
+                                  "'latency-kit' (see --help)")
     except UltraPruneError as e:
         print(f"ERROR ❌ ultra-prune: {e}", file=sys.stderr)
         return 2

@@ -14,9 +14,9 @@ from ultra_prune.errors import UltraPruneError
 def onnx_latencies_ms(onnx_paths, imgsz: int, rounds: int = 50, warmup: int = 10) -> list[float]:
     """Median onnxruntime CPU latency (ms, batch 1, one thread) of each model of ``onnx_paths``, timed interleaved in
     one process (``runtimes.interleaved_ms``), so the machine's load and clock weigh on all of them alike."""
-    from ultra_prune.latency.runtimes import OnnxRuntime, interleaved_ms
+    from ultra_prune.latency.runtimes import Local, interleaved_ms
 
-    runtime = OnnxRuntime()
+    runtime = Local("onnxruntime")
     return interleaved_ms([runtime.session(p, (1, 3, imgsz, imgsz)) for p in onnx_paths], rounds, warmup)
 
 

@@ -105,13 +105,14 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
           prune_out=None, exist_ok: bool = False, data=None, imgsz: int | None = None, batch: int = 16,
           prune_onnx: bool = False, verbose: bool = True, prune_by: str | None = None,
           prune_importance: str | None = None, device=None, report_files: bool = True,
-          latency_runtime: str | None = None, latency_batch: int | None = None, prune_depth: bool | None = None):
+          latency_runtime: str | None = None, latency_batch: int | None = None, prune_depth: bool | None = None,
+          latency_precision: str | None = None, latency_device: str | None = None, latency_table: str | None = None):
     """Prune ``model`` (a checkpoint path or an ultralytics model) and return ``(pruned_model, report)``.
 
     ``prune`` is the share of prunable channels to remove (``prune_by='channels'``), of GFLOPs at ``imgsz``
     (``'flops'``; by default the checkpoint's training imgsz, else 640) or of latency measured on ``latency_runtime``
     at ``imgsz`` and batch ``latency_batch`` (``'latency'``; see ``ultra_prune.latency.table``), least important first
-    (``prune_importance``: by default first-order Taylor scores from ``data`` when given, else BN |gamma|); where
+    (``latency_device``/``latency_table``: on the device, see ``latency.remote``) (``prune_importance``: by default first-order Taylor scores from ``data`` when given, else BN |gamma|); where
     every layer at its floor still misses a GFLOPs or latency share, whole residual blocks go too (``prune_depth``,
     default on). Without ``prune``, a checkpoint of a ``sparsity_target`` run is pruned as that run recorded it
     (target, floors, ``imgsz``): exactly the channels it drove to zero are removed, with a warning when they fall
@@ -128,7 +129,8 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
 
     given = {"prune_by": prune_by, "prune_importance": prune_importance, "prune_round": prune_round,
              "prune_min": prune_min, "imgsz": imgsz, "latency_runtime": latency_runtime, "latency_batch": latency_batch,
-             "prune_depth": prune_depth}
+             "prune_depth": prune_depth, "latency_precision": latency_precision, "latency_device": latency_device,
+             "latency_table": latency_table}
     if prune is not None or not isinstance(model, (str, Path)):
         check_ratio(prune)
     validate({"prune": prune, **given})

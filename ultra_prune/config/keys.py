@@ -58,7 +58,8 @@ OFF = (None, 0, 0.0)  # a share of 0 means 'off' and is not checked
 # latency.runtimes.LATENCY_RUNTIMES (tests/test_config.py checks), written here so the table needs no torch.
 PRUNE_BY = ("channels", "flops", "latency")
 PRUNE_IMPORTANCES = ("auto", "taylor", "l1", "relative")
-LATENCY_RUNTIMES = ("onnxruntime", "openvino", "torch")
+LATENCY_RUNTIMES = ("onnxruntime", "openvino", "ncnn", "torch")
+LATENCY_PRECISIONS = ("fp32", "fp16", "int8")
 SPARSITY_MODES = ("prox", "polar", "grad")
 DISTILL_LOSSES = ("auto", "logit", "feature")
 
@@ -88,6 +89,14 @@ KEYS = {
                            choices=LATENCY_RUNTIMES, example="onnxruntime"),
     "latency_batch": Key(1, "prune_by=latency: the batch size latency is measured at", "number", low=1, integer=True,
                          example="1"),
+    "latency_precision": Key("fp32", "prune_by=latency: the precision latency_runtime runs at here: 'fp32', 'fp16' "
+                                     "(openvino, ncnn) or 'int8' (onnxruntime static QDQ, openvino NNCF)", "choice",
+                             choices=LATENCY_PRECISIONS, example="int8"),
+    "latency_device": Key(None, "prune_by=latency: time on the device the model ships to, through the agent running "
+                                "there: http://host:port (http://TOKEN@host:port); its runtime and precision are the "
+                                "agent's (ultra-prune agent runtime=... precision=...)"),
+    "latency_table": Key(None, "prune_by=latency: time from a table an agent wrote offline (table.json of a kit made "
+                               "by ultra-prune latency-kit), instead of timing here"),
     "prune_importance": Key("auto", "how prune= ranks channels: 'taylor' (needs data), 'l1' (BN |gamma|), 'relative' "
                                     "(|gamma| over its layer's mean); auto: taylor with data, else l1", "choice",
                             choices=PRUNE_IMPORTANCES, example="taylor"),
@@ -126,7 +135,8 @@ SHARED_DEFAULTS = {"data": None, "imgsz": None, "batch": 16, "device": None, "ex
 # The keys each command takes (besides model=): `yolo prune`, `ultra-prune prune` and Model.prune() alike.
 COMMAND_KEYS = {
     "prune": ("prune", "prune_by", "prune_importance", "prune_round", "prune_min", "prune_depth", "prune_out",
-              "prune_onnx", "latency_runtime", "latency_batch", *SHARED),
+              "prune_onnx", "latency_runtime", "latency_batch", "latency_precision", "latency_device",
+              "latency_table", *SHARED),
     "demo": ("out", "epochs", "data", "model", "imgsz", "recipe", "prune", "prune_by", "batch", "exist_ok"),
 }
 
@@ -155,6 +165,12 @@ def validate(args: dict) -> None:
             "channels before training and sparsity_target= drives more of what is left to zero during it; use "
             "sparsity_target= alone (then yolo prune), or prune= alone to prune and fine-tune"
         )
+    if get("latency_device") and get("latency_table"):
+        raise UltraPruneError("'latency_device' and 'latency_table' both say where latency is measured; give one: the "
+                              "agent's address, or the table it wrote")
+    if get("latency_device") and not str(get("latency_device")).startswith("http://"):
+        raise UltraPruneError(f"'latency_device={get('latency_device')}' is not an agent's address; use "
+                              "latency_device=http://host:port (http://TOKEN@host:port with a token)")
     if get("prune") not in OFF and get("resume"):
         raise UltraPruneError(
             "'resume' cannot be combined with 'prune': resume continues the run as it was; "

@@ -24,10 +24,11 @@ def resolve_round(cfg: PruneConfig, model=None, device=None, verbose: bool = Tru
         return cfg
     if cfg.by != "latency":
         return replace(cfg, round_to=8)
-    from ultra_prune.latency.runtimes import runtime_for
-    from ultra_prune.latency.table import preferred_round
+    from ultra_prune.latency.table import offline, preferred_round, runtime_of
 
-    runtime = runtime_for(cfg.runtime, device)
+    runtime = runtime_of(cfg, device)
+    if offline(runtime):  # timed at its kit's rounding only
+        return replace(cfg, round_to=runtime.round_to)
     return replace(cfg, round_to=preferred_round(runtime, model, cfg.imgsz, cfg.batch, verbose=verbose,
                                                  reach=cfg.ratio, floor=cfg.floor))
 
@@ -59,7 +60,7 @@ def prune_once(model, cfg: PruneConfig, data=None, batch: int = 16, device=None,
     cfg = resolve_round(cfg, model, device, verbose)
     table = None
     if cfg.by == "latency":
-        from ultra_prune.latency.table import table_for
+        from ultra_prune.latency.table import offline, table_for
 
         table = table_for(cfg, device, verbose)
     latency, measured, zeroed = (table.model if table else None), None, recorded is not None
@@ -72,9 +73,9 @@ def prune_once(model, cfg: PruneConfig, data=None, batch: int = 16, device=None,
                                    importance=Zeroed(), latency=latency)
     else:
         importance = importance_for(model, cfg.importance, data, cfg.imgsz, batch, device)
-        if table is None:
+        if table is None or offline(table.runtime):  # (an offline table: predicted only)
             pruned, info = prune_model(model, cfg.ratio, cfg.round_to, cfg.floor, cfg.by, cfg.imgsz,
-                                       importance=importance, depth=cfg.depth)
+                                       importance=importance, depth=cfg.depth, latency=latency)
         else:
             from ultra_prune.latency.measured import prune_to_measured
 
@@ -92,9 +93,10 @@ def prune_once(model, cfg: PruneConfig, data=None, batch: int = 16, device=None,
             from ultra_prune.latency.measured import warn_latency_floor
 
             warn_latency_floor(cfg, *info.latency_ms)
-        report.latency_runtime = f"{cfg.runtime}, batch {cfg.batch}"
+        report.latency_runtime = f"{table.key}, batch {cfg.batch}{getattr(table.runtime, 'origin', '')}"
         report.latency_predicted = info.latency_ms
-        report.latency_measured = measured if not zeroed else tuple(table.whole([model, pruned], cfg.imgsz))
+        if not offline(table.runtime):
+            report.latency_measured = measured if not zeroed else tuple(table.whole([model, pruned], cfg.imgsz))
     return pruned, report
 
 

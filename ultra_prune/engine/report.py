@@ -90,6 +90,9 @@ class PruneReport:
         if self.onnx_mb:
             lines.append(pair("ONNX MB", self.onnx_mb, "{:.2f}"))
             lines.append(f"onnxruntime vs torch (pruned): max relative difference {self.onnx_parity:.2e}")
+        if self.latency_predicted and not self.latency_measured:
+            lines.append(pair("latency ms predicted", self.latency_predicted, "{:.2f}"))
+            lines.append(f"latency @{self.imgsz} ({self.latency_runtime}): predicted only, the device was not reachable")
         if self.latency_measured:
             where = f"@{self.imgsz} ({self.latency_runtime})"
             lines.append(pair("latency ms predicted", self.latency_predicted, "{:.2f}"))

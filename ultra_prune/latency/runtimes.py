@@ -1,70 +1,28 @@
-"""The runtimes a model's latency is measured on (``latency_runtime=``): onnxruntime and OpenVINO on the CPU, and
-torch on the training device. Each times one conv layer (a one-node ONNX graph, or a torch module) and whole
-models (exported the way a user exports them, ``YOLO(...).export``), batch ``latency_batch``, in its own session.
+"""The runtimes a model's latency is measured on here (``latency_runtime=``, ``latency_precision=``): onnxruntime,
+OpenVINO and ncnn on this machine's CPU (the agent's own backends, run in this process: ``latency.agent``) and torch
+on the training device. Each gives one run of a conv layer (a one-node ONNX graph, or a torch module) and of whole
+models (exported the way a user exports them, ``YOLO(...).export``), batch ``latency_batch``, that the latency table
+times (``latency.table``); an agent on another device (``latency.remote``) and an agent's offline table
+(``latency.offline``) time for it instead.
 
 Timing: a warm-up, then the median of repeated runs; several models are timed interleaved (one run of each per
-round), so a change of machine load hits them all alike.
+round), so a change of machine load hits them all alike (``agent.median_ms``, ``agent.interleaved_ms``).
 """
 
 from __future__ import annotations
 
-import os
-import platform
 import shutil
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 from ultra_prune.errors import UltraPruneError
+from ultra_prune.latency.agent import Refused, backend_for, cpu_name, identity_key, interleaved_ms, median_ms  # noqa: F401
 from ultra_prune.pruning.cost import ConvShape
 
-LATENCY_RUNTIMES = ("onnxruntime", "openvino", "torch")
-
-
-def median_ms(run: Callable[[], object], runs: int = 10, min_s: float = 0.02, warmup: int = 3) -> float:
-    """The median time of ``run()`` in ms: ``warmup`` calls, then at least ``runs`` and ``min_s`` seconds of them."""
-    for _ in range(warmup):
-        run()
-    times, start = [], time.perf_counter()
-    while len(times) < runs or time.perf_counter() - start < min_s:
-        t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
-
-
-def interleaved_ms(runs: list[Callable[[], object]], rounds: int = 50, warmup: int = 5, per: int = 1,
-                   skip: int = 0) -> list[float]:
-    """The median time in ms of each of ``runs`` over ``rounds`` rounds that call every one ``per`` times in a row
-    (in an order that alternates between rounds; the first ``skip`` calls of each block not counted, so ``per > 1``
-    times each model warm), after ``warmup`` calls of each."""
-    for run in runs:
-        for _ in range(warmup):
-            run()
-    times = [[] for _ in runs]
-    for r in range(rounds):
-        for i in range(len(runs)) if r % 2 == 0 else reversed(range(len(runs))):
-            for k in range(per):
-                t = time.perf_counter()
-                runs[i]()
-                if k >= skip:
-                    times[i].append(time.perf_counter() - t)
-    return [statistics.median(t) * 1e3 for t in times]
-
-
-def cpu_name() -> str:
-    """The CPU's model name and logical core count (what a CPU timing depends on)."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name} x{os.cpu_count()}"
+LATENCY_RUNTIMES = ("onnxruntime", "openvino", "ncnn", "torch")
+PACKAGES = {"onnxruntime": "pip install 'ultra-prune[onnx]' (or pip install onnx onnxruntime)",
+            "openvino": "pip install 'ultra-prune[openvino]'", "ncnn": "pip install ncnn; pip install --no-deps pnnx"}
 
 
 def conv_onnx(shape: ConvShape, cin: int, cout: int) -> bytes:
@@ -106,25 +64,39 @@ def export_onnx(model, imgsz: int, batch: int, folder) -> Path:
         return Path(YOLO(str(weights)).export(format="onnx", imgsz=imgsz, batch=batch, verbose=False))
 
 
-class OnnxBased:
-    """A runtime that runs ONNX models on the CPU with ``threads`` threads: one conv from ``conv_onnx``, whole models
-    from ``export_onnx``."""
+class Local:
+    """An agent backend (``agent.BACKENDS``) run in this process, on this machine's CPU with ``threads`` threads, at
+    ``precision``: one conv from ``conv_onnx``, whole models from ``export_onnx``."""
 
-    name = ""
-
-    def __init__(self, threads: int = 1):
-        self.threads = threads
+    def __init__(self, name: str, precision: str = "fp32", threads: int = 1):
+        try:
+            self.backend = backend_for(name, precision, threads)
+        except Refused as e:
+            hint = f"; {PACKAGES[name]}" if "pip install" in str(e) else ""
+            raise UltraPruneError(f"prune_by=latency on {name}: {e}{hint}") from None
+        self.name, self.precision, self.threads = name, precision, threads
         self.tmp = tempfile.mkdtemp(prefix="ultra_prune_latency_")
 
     def __del__(self):
         shutil.rmtree(getattr(self, "tmp", ""), ignore_errors=True)
 
+    def version(self) -> str:
+        return self.backend.version()
+
     def key(self) -> str:
-        """What its timings depend on: runtime, version, device, threads."""
-        return f"{self.name} {self.version()} | {cpu_name()} | threads {self.threads}"
+        """What its timings depend on: runtime, version, device, threads (and a precision other than fp32)."""
+        return identity_key(self.backend.identity())
 
     def session(self, onnx, shape: tuple) -> Callable[[], object]:
-        raise NotImplementedError
+        """One run of the ONNX model (a path, or the file's bytes) on a zero input of ``shape``."""
+        if isinstance(onnx, bytes):
+            path = Path(tempfile.mkdtemp(dir=self.tmp)) / "model.onnx"
+            path.write_bytes(onnx)
+            onnx = path
+        try:
+            return self.backend.session(Path(onnx), list(shape))
+        except Refused as e:
+            raise UltraPruneError(f"latency_runtime={self.name}: {e}") from None
 
     def layer(self, shape: ConvShape, cin: int, cout: int) -> Callable[[], object]:
         """One run of the conv ``shape`` at ``cin`` -> ``cout`` channels."""
@@ -137,71 +109,6 @@ class OnnxBased:
         folder = tempfile.mkdtemp(dir=self.tmp)
         return [self.session(export_onnx(m, imgsz, batch, folder), (batch, input_channels(m), imgsz, imgsz))
                 for m in models]
-
-
-class OnnxRuntime(OnnxBased):
-    """onnxruntime's CPU execution provider, default session options but the thread count."""
-
-    name = "onnxruntime"
-
-    def __init__(self, threads: int = 1):
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise UltraPruneError("prune_by=latency on onnxruntime needs the onnx and onnxruntime packages; "
-                                  "pip install 'ultra-prune[onnx]' (or pip install onnx onnxruntime)") from None
-        super().__init__(threads)
-
-    def version(self) -> str:
-        import onnxruntime
-
-        return onnxruntime.__version__
-
-    def session(self, onnx, shape):
-        import numpy as np
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = self.threads
-        sess = ort.InferenceSession(onnx if isinstance(onnx, bytes) else str(onnx), options,
-                                    providers=["CPUExecutionProvider"])
-        feed = {sess.get_inputs()[0].name: np.zeros(shape, np.float32)}
-        return lambda: sess.run(None, feed)
-
-
-class OpenVino(OnnxBased):
-    """OpenVINO on the CPU, its default compile settings (as ``YOLO('m_openvino_model')`` runs it) but the thread
-    count."""
-
-    name = "openvino"
-
-    def __init__(self, threads: int = 1):
-        try:
-            import onnx  # noqa: F401
-            import openvino  # noqa: F401
-        except ImportError:
-            raise UltraPruneError("latency_runtime=openvino needs the onnx and openvino packages; "
-                                  "pip install 'ultra-prune[openvino]' (or use latency_runtime=onnxruntime)") from None
-        super().__init__(threads)
-
-    def version(self) -> str:
-        import openvino
-
-        return openvino.__version__.split("-")[0]
-
-    def session(self, onnx, shape):
-        import numpy as np
-        import openvino as ov
-
-        if isinstance(onnx, bytes):
-            path = Path(tempfile.mkstemp(suffix=".onnx", dir=self.tmp)[1])
-            path.write_bytes(onnx)
-            onnx = path
-        config = {"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1}
-        request = ov.Core().compile_model(str(onnx), "CPU", config).create_infer_request()
-        x = np.zeros(shape, np.float32)
-        return lambda: request.infer({0: x})
 
 
 class TorchRuntime:
@@ -266,12 +173,13 @@ class TorchRuntime:
         return runs
 
 
-def runtime_for(name: str, device=None):
-    """The runtime ``latency_runtime=name`` names (``device``: the training device, for ``torch``)."""
-    if name == "onnxruntime":
-        return OnnxRuntime()
-    if name == "openvino":
-        return OpenVino()
+def runtime_for(name: str, device=None, precision: str = "fp32"):
+    """The runtime ``latency_runtime=name`` names, here at ``precision`` (``device``: the training device, for
+    ``torch``)."""
     if name == "torch":
+        if precision != "fp32":
+            raise UltraPruneError(f"latency_runtime=torch times in fp32 only; drop latency_precision={precision}")
         return TorchRuntime(device)
+    if name in LATENCY_RUNTIMES:
+        return Local(name, precision)
     raise UltraPruneError(f"'latency_runtime={name}' is not one of {LATENCY_RUNTIMES}; use e.g. latency_runtime=onnxruntime")

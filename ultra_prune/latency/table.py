@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from bisect import bisect_left
 from pathlib import Path
 
@@ -105,6 +106,17 @@ def _shape_key(shape: ConvShape, cin: int, cout: int) -> str:
     return json.dumps([*shape, cin, cout])
 
 
+def offline(runtime) -> bool:
+    """Whether ``runtime`` is an offline table (``latency.offline``): it has the timings its kit listed, and cannot
+    time a pruned model."""
+    return hasattr(runtime, "lookup")
+
+
+def _chunks(items: list, size: int):
+    for at in range(0, len(items), size):
+        yield items[at : at + size]
+
+
 class LatencyTable:
     """Per-conv times on ``runtime`` (a ``runtimes`` runtime) at multiples of ``round_to``, and the whole-model fit
     of each model it has measured. ``model(model, imgsz)`` is the ``cost.LatencyModel`` the pruner's budget uses."""
@@ -123,26 +135,65 @@ class LatencyTable:
             return
         from ultralytics.utils import TQDM, colorstr
 
-        from ultra_prune.latency.runtimes import median_ms
+        bar = TQDM(total=len(missing), desc=f"{colorstr('ultra-prune:')} {what} on {self.runtime.name}",
+                   disable=not self.verbose)
+        try:  # what was timed is kept when the rest fails (an agent stopped): the next run goes on from there
+            for points, ms in self._timings(missing):
+                for p, t in zip(points, ms):
+                    self.cache.put(self.key, _shape_key(*p), t)
+                self.measured += len(points)
+                bar.update(len(points))
+        finally:
+            bar.close()
+            self.cache.save()
 
-        bar = TQDM(missing, desc=f"{colorstr('ultra-prune:')} {what} on {self.runtime.name}", disable=not self.verbose)
-        for shape, cin, cout in bar:
-            self.cache.put(self.key, _shape_key(shape, cin, cout), median_ms(self.runtime.layer(shape, cin, cout)))
-            self.measured += 1
-        self.cache.save()
+    def _timings(self, points: list):
+        """``(points, their ms)`` in pieces, from whichever kind of runtime it is: one that times ONNX elsewhere
+        (an agent), an offline table, or one that runs here."""
+        from ultra_prune.latency.runtimes import conv_onnx, median_ms
 
-    def measure(self, model: nn.Module, imgsz: int) -> dict[nn.Conv2d, ConvShape]:
-        """Time (or find in the cache) every conv of ``model`` at ``imgsz`` along both axes; return the convs."""
-        shapes = convs(model, imgsz, self.batch)
+        if hasattr(self.runtime, "time_onnx"):
+            for chunk in _chunks(points, self.runtime.chunk):
+                files = [(conv_onnx(s, ci, co), (s.batch, ci, s.height, s.width)) for s, ci, co in chunk]
+                yield chunk, self.runtime.time_onnx(files, interleaved=False)
+        elif offline(self.runtime):
+            yield points, [self.runtime.lookup(_shape_key(s, ci, co), f"the conv {list(s)} at {ci} -> {co} channels")
+                           for s, ci, co in points]
+        else:
+            for p in points:
+                yield [p], [median_ms(self.runtime.layer(*p))]
+
+    def time_models(self, models: list, imgsz: int, rounds: int = 50) -> list[float]:
+        """Each model's median ms on the runtime, timed interleaved (not cached; see ``whole``)."""
+        from ultra_prune.latency.runtimes import export_onnx, interleaved_ms
+
+        if offline(self.runtime):
+            return [self.runtime.lookup(f"model {self.arch_key(m, imgsz)}", "this model") for m in models]
+        if not hasattr(self.runtime, "time_onnx"):
+            return interleaved_ms(self.runtime.models(models, imgsz, self.batch), rounds)
+        from ultra_prune.pruning.probe import input_channels
+
+        with tempfile.TemporaryDirectory(prefix="ultra_prune_remote_") as folder:
+            files = [(export_onnx(m, imgsz, self.batch, folder).read_bytes(),
+                      (self.batch, input_channels(m), imgsz, imgsz)) for m in models]
+        return self.runtime.time_onnx(files, interleaved=True, rounds=rounds)
+
+    def points(self, model: nn.Module, imgsz: int) -> list[tuple[ConvShape, int, int]]:
+        """Every ``(shape, cin, cout)`` the table times for ``model`` at ``imgsz``: each conv along both axes."""
         points = []
-        for c, shape in shapes.items():
+        for c, shape in convs(model, imgsz, self.batch).items():
             ci, co = c.in_channels, c.out_channels
             if shape.groups == 0:
                 points += [(shape, w, w) for w in counts(co, self.round_to)]
             else:
                 points += [(shape, ci, w) for w in counts(co, self.round_to)]
                 points += [(shape, w, co) for w in counts(ci, self.round_to)]
-        self._time(points, f"timing {len(shapes)} layers")
+        return list(dict.fromkeys(points))
+
+    def measure(self, model: nn.Module, imgsz: int) -> dict[nn.Conv2d, ConvShape]:
+        """Time (or find in the cache) every conv of ``model`` at ``imgsz`` along both axes; return the convs."""
+        shapes = convs(model, imgsz, self.batch)
+        self._time(self.points(model, imgsz), f"timing {len(shapes)} layers")
         for c, shape in shapes.items():
             self._axes(shape, c.in_channels, c.out_channels)
         return shapes
@@ -197,6 +248,10 @@ class LatencyTable:
             LOGGER.info(f"{colorstr('ultra-prune:')} timing the whole model and two pruned copies on "
                         f"{self.runtime.name} (exported, {imgsz} px, batch {self.batch})")
         copies, sums = [model], [self._latency_model(model, imgsz).latency()]
+        if offline(self.runtime):  # the whole model only
+            alpha = self.whole([model], imgsz)[0] / max(sums[0], 1e-9)
+            self.cache.put(self.key, key, [alpha, 0.0])
+            return alpha, 0.0
         for ratio in (0.35, 0.65):
             pruned, info = prune_model(model, ratio, self.round_to, self.round_to, "latency", imgsz,
                                        latency=lambda m, s: self._latency_model(m, s))
@@ -213,13 +268,11 @@ class LatencyTable:
     def whole(self, models: list, imgsz: int, rounds: int = 50) -> list[float]:
         """The measured latency in ms of each of ``models`` on the runtime: exported and timed interleaved, the
         median of ``rounds`` rounds after warm-up (cached for this very list of architectures)."""
-        from ultra_prune.latency.runtimes import interleaved_ms
-
         key = "whole " + hashlib.sha1(" ".join(self.arch_key(m, imgsz) for m in models).encode()).hexdigest()
         cached = self.cache.get(self.key, key)
         if cached is not None:
             return list(cached)
-        measured = interleaved_ms(self.runtime.models(models, imgsz, self.batch), rounds)
+        measured = self.time_models(models, imgsz, rounds)
         self.cache.put(self.key, key, measured)
         self.cache.save()
         self.measured += len(models)
@@ -252,9 +305,24 @@ def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
 def table_for(cfg, device=None, verbose: bool = True) -> LatencyTable:
     """The latency table a resolved ``config.settings.PruneConfig`` names: its runtime, rounding and batch (``device``: the
     training device, for ``latency_runtime=torch``)."""
+    return LatencyTable(runtime_of(cfg, device), cfg.round_to, cfg.batch, verbose=verbose)
+
+
+def runtime_of(cfg, device=None):
+    """The runtime a ``config.settings.PruneConfig`` names: the agent at ``cfg.agent`` (``latency_device=``), the
+    offline table ``cfg.table`` (``latency_table=``), else ``cfg.runtime`` here at ``cfg.precision`` (``device``:
+    the training device, for ``torch``)."""
+    if cfg.agent:
+        from ultra_prune.latency.remote import Remote
+
+        return Remote(cfg.agent, Cache())
+    if cfg.table:
+        from ultra_prune.latency.offline import TableFile
+
+        return TableFile(cfg.table)
     from ultra_prune.latency.runtimes import runtime_for
 
-    return LatencyTable(runtime_for(cfg.runtime, device), cfg.round_to, cfg.batch, verbose=verbose)
+    return runtime_for(cfg.runtime, device, cfg.precision)
 
 
 def preferred_round(runtime, model: nn.Module, imgsz: int, batch: int = 1, cache: Cache | None = None,
@@ -303,9 +371,7 @@ def _fastest_round(runtime, model: nn.Module, imgsz: int, batch: int, cache: Cac
         table = LatencyTable(runtime, r, batch, cache, verbose=False)
         copies.append(prune_model(model, PROBE_CUT, r, 8, "latency", imgsz,
                                   latency=lambda m, s, t=table: t._latency_model(m, s))[0])
-    from ultra_prune.latency.runtimes import interleaved_ms
-
-    ms = interleaved_ms(runtime.models(copies, imgsz, batch), rounds=50)
+    ms = fine.time_models(copies, imgsz)
     choice = next(r for r, t in zip(ROUNDS, ms) if t <= 1.05 * min(ms))
     cache.put(fine.key, key, choice)
     cache.save()

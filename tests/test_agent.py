@@ -1,0 +1,130 @@
+"""The latency agent as a device runs it: a separate process in its own virtual environment (numpy and onnxruntime,
+no torch), over loopback. Bad input never takes it down; a token keeps strangers out."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+from agents import AGENT, agent_python, running  # noqa: F401 - fixtures
+
+from ultra_prune.latency import agent
+
+
+def request(url: str, path: str, body: bytes | None = None, token: str | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url + path, data=body)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def conv_request(n: int = 1, **plan) -> bytes:
+    from ultra_prune.latency.runtimes import conv_onnx
+    from ultra_prune.pruning.cost import ConvShape
+
+    shape = ConvShape((3, 3), (1, 1), (1, 1), (1, 1), 1, 16, 16, 1, True)
+    onnx = base64.b64encode(conv_onnx(shape, 8, 16)).decode()
+    return json.dumps({"models": [{"onnx": onnx, "shape": [1, 8, 16, 16]}] * n, **plan}).encode()
+
+
+def test_the_agent_needs_no_torch(agent_python):
+    found = subprocess.run([agent_python, "-c", "import torch"], capture_output=True)
+    assert found.returncode != 0  # the device's environment has no torch to import
+
+
+def test_it_answers_with_its_identity_and_timings(running):
+    a = running("threads=1")
+    status, who = request(a.url, "/identity")
+    assert status == 200 and who["runtime"] == "onnxruntime" and who["precision"] == "fp32" and who["threads"] == 1
+    assert "127.0.0.1" in a.first  # loopback by default
+    status, answer = request(a.url, "/time", conv_request(2, interleaved=True, rounds=5))
+    assert status == 200 and answer["identity"] == who and len(answer["ms"]) == 2
+    assert all(0 < ms < 1000 for ms in answer["ms"])
+
+
+@pytest.mark.parametrize("body, code, says", [
+    (b"{not json", 400, "Expecting"),
+    (json.dumps({"models": [{"onnx": base64.b64encode(b"not onnx").decode(), "shape": [1, 3, 8, 8]}]}).encode(),
+     400, "refused model 0"),
+    (json.dumps({"models": [{"onnx": "!!", "shape": [1, 3, 8, 8]}]}).encode(), 400, "base64"),
+    (json.dumps({"models": [{"onnx": "", "shape": [1, 3]}]}).encode(), 400, "four positive ints"),
+    (json.dumps({"models": [], "rounds": 5}).encode(), 400, "non-empty list"),
+    (json.dumps({"models": [{"onnx": "", "shape": [1, 3, 8, 8]}], "rounds": -1}).encode(), 400, "non-negative"),
+    (json.dumps(["pickle me"]).encode(), 400, "JSON object"),
+])
+def test_a_bad_request_gets_an_error_and_the_agent_stays_up(running, body, code, says):
+    a = running()
+    status, answer = request(a.url, "/time", body)
+    assert status == code and says in answer["error"]
+    assert request(a.url, "/identity")[0] == 200
+
+
+def test_size_and_time_caps(running):
+    a = running("max_mb=1", "timeout=1")
+    status, answer = request(a.url, "/time", b"x" * (2 << 20))
+    assert status == 413 and "max_mb" in answer["error"]
+    status, answer = request(a.url, "/time", conv_request(1, runs=1000, min_s=10))
+    assert status == 503 and "timeout" in answer["error"]
+    assert request(a.url, "/identity")[0] == 200
+
+
+def test_a_token_keeps_strangers_out(running):
+    a = running("token=s3cret")
+    assert request(a.url, "/identity")[0] == 401
+    assert request(a.url, "/identity", token="wrong")[0] == 401
+    assert request(a.url, "/identity", token="s3cret")[0] == 200
+
+
+def test_only_loopback_goes_without_a_token():
+    assert agent.loopback("127.0.0.1") and agent.loopback("::1") and agent.loopback("localhost")
+    assert not agent.loopback("0.0.0.0") and not agent.loopback("192.0.2.1")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["runtime=tensorflow"], "runtime=tensorflow is not one of"),
+    (["precision=fp8"], "precision=fp8 is not one of"),
+    (["port=99999"], "port=99999 must be from"),
+    (["threads=x"], "'threads=x' must be an int"),
+    (["prot=1"], "'prot=1' is not a key=value argument"),
+    (["precision=fp16"], "onnxruntime has no precision=fp16"),
+])
+def test_bad_arguments_exit_2_with_one_line(agent_python, args, says):
+    done = subprocess.run([agent_python, str(AGENT), *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and says in done.stderr
+
+
+def test_an_offline_kit_gets_its_table(agent_python, tmp_path):
+    from ultra_prune.latency.runtimes import conv_onnx
+    from ultra_prune.pruning.cost import ConvShape
+
+    shape = ConvShape((1, 1), (1, 1), (0, 0), (1, 1), 1, 8, 8, 1, False)
+    (tmp_path / "a.onnx").write_bytes(conv_onnx(shape, 8, 8))
+    kit = {"models": [{"file": "a.onnx", "shape": [1, 8, 8, 8], "key": "conv a"}], "runs": 3}
+    (tmp_path / "kit.json").write_text(json.dumps(kit))
+    done = subprocess.run([agent_python, str(AGENT), f"kit={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert table["identity"]["runtime"] == "onnxruntime" and list(table["ms"]) == ["conv a"]
+
+
+def test_an_openvino_agent_in_its_own_environment(tmp_path):
+    from agents import Running, agent_env
+
+    python = agent_env("openvino")
+    assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
+    a = Running(python, "runtime=openvino")
+    try:
+        status, who = request(a.url, "/identity")
+        assert status == 200 and who["runtime"] == "openvino"
+        status, answer = request(a.url, "/time", conv_request(1, runs=3))
+        assert status == 200 and answer["ms"][0] > 0
+    finally:
+        a.stop()
