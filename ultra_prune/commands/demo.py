@@ -100,8 +100,8 @@ def run(out="ultra_prune_demo", data=None, model="yolov8n.yaml", epochs=1.0, img
 
     from ultra_prune.io.checkpoint import load_model
 
-    second = "sparse" if recipe == "classic" else "fine-tuned"
-    gammas = {name: gamma_values(load_model(stages[name])[0]).numpy() for name in ("base", second)}
+    sparse = recipe == "classic"  # |gamma| says something only where sparse training ran
+    gammas = {name: gamma_values(load_model(stages[name])[0]).numpy() for name in ("base", "sparse")} if sparse else None
     png = plot_demo(rows, gammas, out / "demo.png")
     summary = {"rows": rows, "recipe": recipe, "epochs": n, "imgsz": imgsz, "prune": prune, "prune_by": prune_by,
                "seconds": time.time() - t0}

@@ -1,4 +1,5 @@
-"""Plots saved in run folders: the sparsity columns per epoch, |gamma| histograms and the demo's chart."""
+"""Plots saved in run folders: the sparsity columns per epoch, |gamma| histograms and the demo's chart (accuracy
+against measured latency)."""
 
 from __future__ import annotations
 
@@ -67,23 +68,25 @@ def plot_sparsity(csv, path) -> Path | None:
     return Path(path)
 
 
-def plot_demo(rows: dict, gammas: dict, path) -> Path:
-    """The demo's chart: mAP50-95 vs GFLOPs per stage, and |gamma| before/after sparse training."""
+def plot_demo(rows: dict, gammas: dict | None, path) -> Path:
+    """The demo's chart: mAP50-95 against the measured latency of every stage (what slimming is for), and, after
+    sparse training, |gamma| before and after it."""
     plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), tight_layout=True)
-    at_x: dict[float, int] = {}  # stages with the same GFLOPs (base and sparse, pruned and fine-tuned): labels stack
-    for name, r in rows.items():
-        k = at_x[round(r["gflops"], 4)] = at_x.get(round(r["gflops"], 4), -1) + 1
-        a.scatter(r["gflops"], r["map50_95"], s=60)
-        a.annotate(f"{name} {r['map50_95']:.3f}", (r["gflops"], r["map50_95"]), textcoords="offset points",
-                   xytext=(8, -14 - 13 * k), fontsize=9)
-    top = max(r["map50_95"] for r in rows.values())
-    a.set_ylim(0, min(1.0, top * 1.15 + 0.02))  # from 0, so a change reads at its true size
-    a.set_xlim(0, max(r["gflops"] for r in rows.values()) * 1.5)  # room for the labels inside the frame
-    a.set_xlabel("GFLOPs")
+    fig, axes = plt.subplots(1, 2 if gammas else 1, figsize=(11 if gammas else 6.5, 4.5), tight_layout=True)
+    a = axes[0] if gammas else axes
+    xs, ys = [r["latency_ms"] for r in rows.values()], [r["map50_95"] for r in rows.values()]
+    a.plot(xs, ys, color="0.75", lw=1, zorder=1)  # the stages in order
+    for name, r in rows.items():  # named in the legend: stages may share a point
+        a.scatter(r["latency_ms"], r["map50_95"], s=60, zorder=2,
+                  label=f"{name}: {r['map50_95']:.3f} mAP, {r['latency_ms']:.1f} ms, {r['gflops']:.2f} GFLOPs")
+    a.set_ylim(0, min(1.0, max(ys) * 1.3 + 0.02))  # from 0, so a change reads at its true size
+    a.set_xlim(0, max(xs) * 1.15)
+    a.legend(loc="lower right", fontsize=8)
+    a.set_xlabel("latency, ms (onnxruntime, CPU, 1 thread, batch 1)")
     a.set_ylabel("mAP50-95")
-    a.set_title("accuracy vs cost")
-    draw_gamma_histograms(b, gammas)
+    a.set_title("accuracy against measured latency")
+    if gammas:
+        draw_gamma_histograms(axes[1], gammas)
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return Path(path)
