@@ -128,3 +128,20 @@ def test_an_openvino_agent_in_its_own_environment(tmp_path):
         assert status == 200 and answer["ms"][0] > 0
     finally:
         a.stop()
+
+
+def test_a_runtime_that_crashes_costs_the_request_only():
+    import os
+    import signal
+
+    class Crashing(agent.Backend):
+        name, precisions = "crashing", ("fp32",)
+
+        def version(self):
+            return "0"
+
+        def session(self, onnx, shape):
+            os.kill(os.getpid(), signal.SIGSEGV)  # a native crash inside the runtime
+
+    with pytest.raises(agent.Refused, match="crashing crashed on the model"):
+        agent.measure_apart(Crashing("fp32", 1), [(b"onnx", [1, 3, 8, 8])], agent.Plan(), 30)

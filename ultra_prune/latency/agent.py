@@ -7,7 +7,8 @@ runs too: ``python agent.py ...``)::
     ultra-prune agent runtime=ncnn host=0.0.0.0 token=SECRET             # other hosts: a token is required
     ultra-prune agent runtime=openvino precision=int8 kit=latency_kit/   # offline: time a kit, write its table
 
-It takes ONNX models only (never code or pickles) and runs them as the runtime's own users do: onnxruntime's CPU
+It takes ONNX models only (never code or pickles), measures each request in a child process (a runtime that crashes
+on a model or overruns the time cap costs that request only), and runs them as the runtime's own users do: onnxruntime's CPU
 session (int8: static QDQ quantization), OpenVINO's compiled model (int8: NNCF), ncnn (converted by pnnx). Each
 model gets a warm-up, then the median of repeated runs; the models of one request are timed interleaved (one run of
 each per round), so a change of load hits them alike. Every answer carries the agent's identity (runtime and
@@ -27,6 +28,8 @@ import json
 import os
 import platform
 import secrets
+import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -259,11 +262,12 @@ class NcnnBackend(Backend):
         net.opt.use_fp16_packed = net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = fp16
         net.load_param(str(param))
         net.load_model(str(weights))
-        x, first, outputs = ncnn.Mat(_zeros(shape[1:])), net.input_names()[0], net.output_names()
+        data = _zeros(shape[1:])  # ncnn.Mat wraps it without a copy: it lives as long as the run
+        first, outputs = net.input_names()[0], net.output_names()
 
         def run():
             ex = net.create_extractor()
-            ex.input(first, x)
+            ex.input(first, ncnn.Mat(data))
             for name in outputs:
                 ex.extract(name)
 
@@ -328,6 +332,49 @@ def measure(backend: Backend, models: list[tuple[bytes, list[int]]], plan: Plan,
         if plan.interleaved:
             return interleaved_ms(runs, plan.rounds, plan.warmup, deadline=deadline)
         return [median_ms(r, plan.runs, plan.min_s, plan.warmup, deadline) for r in runs]
+
+
+def measure_apart(backend: Backend, models: list[tuple[bytes, list[int]]], plan: Plan, limit: float) -> list[float]:
+    """``measure`` in a child process (where the system forks): a runtime that crashes on a model, or runs past
+    ``limit`` seconds (converting included), costs that request only; the agent stays up."""
+    if not hasattr(os, "fork"):
+        return measure(backend, models, plan, time.monotonic() + limit)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: measure, answer through the pipe, leave without running the parent's clean-up
+        os.close(read)
+        try:
+            out = {"ms": measure(backend, models, plan, time.monotonic() + limit)}
+        except TooLong as e:
+            out = {"too_long": str(e)}
+        except Exception as e:  # noqa: BLE001 - whatever stops a measurement is the request's answer
+            out = {"refused": str(e) if isinstance(e, Refused) else f"{type(e).__name__}: {e}"}
+        os.write(write, json.dumps(out).encode())
+        os._exit(0)
+    os.close(write)
+    answer, end = b"", time.monotonic() + limit + 10
+    try:
+        while time.monotonic() < end:
+            if select.select([read], [], [], max(end - time.monotonic(), 0))[0]:
+                chunk = os.read(read, 1 << 16)
+                if not chunk:
+                    break
+                answer += chunk
+        else:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(read)
+        _, status = os.waitpid(pid, 0)
+    if not answer:
+        if time.monotonic() >= end:
+            raise TooLong("the measurement ran past the agent's timeout= (raise it, or time fewer models at once)")
+        raise Refused(f"{backend.name} crashed on the model (exit status {status}); nothing was timed")
+    out = json.loads(answer)
+    if "too_long" in out:
+        raise TooLong(out["too_long"])
+    if "refused" in out:
+        raise Refused(out["refused"])
+    return out["ms"]
 
 
 def parse_models(request: dict) -> list[tuple[bytes, list[int]]]:
@@ -403,7 +450,7 @@ class Handler(BaseHTTPRequestHandler):
             if not isinstance(request, dict):
                 raise Refused("the request must be a JSON object")
             plan, models = Plan.of(request), parse_models(request)
-            ms = measure(self.server.backend, models, plan, time.monotonic() + self.server.limit)
+            ms = measure_apart(self.server.backend, models, plan, self.server.limit)
         except (Refused, json.JSONDecodeError, UnicodeDecodeError) as e:
             return self._answer(400, {"error": str(e)})
         except TooLong as e:
