@@ -443,6 +443,10 @@ class Handler(BaseHTTPRequestHandler):
         if size < 0:
             return self._answer(411, {"error": "a Content-Length is required"})
         if size > self.server.max_bytes:
+            if size <= 4 * self.server.max_bytes:  # read to the end, so the client reads the answer (not a reset)
+                for _ in range(0, size, 1 << 16):
+                    self.rfile.read(min(1 << 16, size))
+            self.close_connection = True
             return self._answer(413, {"error": f"request of {size} bytes is over the agent's max_mb= "
                                                f"({self.server.max_bytes >> 20} MiB)"})
         try:
