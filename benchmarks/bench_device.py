@@ -27,6 +27,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,6 +80,7 @@ class Agent:
         line = self.proc.stdout.readline()
         if self.proc.poll() is not None or "on http://" not in line:
             raise RuntimeError(f"the {target} agent did not start: {line}{self.proc.stdout.read()}")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # its log must not fill the pipe
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class Running:
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # its log must not fill the pipe
                 return
             except OSError:
                 if self.proc.poll() is not None:
