@@ -260,7 +260,8 @@ def test_one_shot_prune_by_latency_of_a_yaml_model_under_ddp(tmp_path, data_yaml
     """``YOLO('yolov8n.yaml').train(prune=0.5 prune_by=latency)`` (each rank builds the model from the yaml) where
     the latency cache cannot be written (its folder's name is taken by a file): rank 0 measures the latency table and
     ``prune_round=auto`` and hands its measurements to the other rank, which measures nothing of its own, and both
-    train one pruned architecture whose predicted latency is half."""
+    train one pruned architecture that measures (or, where the runtime's noise keeps it off, is predicted) at half
+    the latency."""
     import json
 
     cfg = tmp_path / "cfg"  # the workers' settings folder (YOLO_CONFIG_DIR)
@@ -274,7 +275,10 @@ def test_one_shot_prune_by_latency_of_a_yaml_model_under_ddp(tmp_path, data_yaml
     pruned_arch(run)
     assert not list(cfg.rglob("latency.json"))  # nothing was cached on disk
     report = json.loads((tmp_path / "run" / "prune_report.json").read_text())
-    (before, after) = report["latency_predicted"]
-    assert report["prune_by"] == "latency" and after <= 0.5 * before * 1.001
+    # the exported check keeps the least pruned try measured within 2 % of the budget; where none is, the fastest
+    # (each such try was asked for at least half the predicted latency)
+    (before, after), (measured_before, measured_after) = report["latency_predicted"], report["latency_measured"]
+    assert report["prune_by"] == "latency"
+    assert measured_after <= 0.5 * measured_before * 1.02 or after <= 0.5 * before * 1.001, report
     args = torch.load(tmp_path / "run" / "weights" / "last.pt", map_location="cpu", weights_only=False)["train_args"]
     assert args["prune_round"] == report["prune_round"] in (8, 16, 32)  # prune_round=auto, measured and recorded
