@@ -132,7 +132,10 @@ def budget(a) -> None:
                 print(f"{yaml:<14} {target:<17} -{cut:.0%}: {mb:7.2f} -> {ma:7.2f} ms, measured/budget "
                       f"{row['measured_over_budget']:.3f}, predicted ratio {row['predicted_ratio']:.3f}; first "
                       f"{first:5.1f} s, again with the agent stopped {second:4.2f} s", flush=True)
-    (a.out / "device_budget.json").write_text(json.dumps(rows, indent=1))
+    path = a.out / "device_budget.json"  # rows of earlier runs kept, unless measured again here
+    key = lambda r: (r["model"], r["target"], r["cut"])  # noqa: E731
+    earlier = [r for r in (json.loads(path.read_text()) if path.exists() else []) if key(r) not in set(map(key, rows))]
+    path.write_text(json.dumps(earlier + rows, indent=1))
     worst = max(r["measured_over_budget"] for r in rows)
     print(f"\nworst measured/budget {worst:.3f} (goal <= 1.05); slowest second pruning "
           f"{max(r['second_s'] for r in rows):.2f} s (goal < 2 s)")

@@ -380,6 +380,23 @@ def test_a_pruning_that_measures_well_under_budget_is_made_again_with_less_and_r
     assert [p.shape for p in again.parameters()] == [p.shape for p in pruned.parameters()]
 
 
+def test_a_pruning_made_again_with_less_does_not_warn_of_floors(tmp_path, exact_timing, monkeypatch, log):
+    """The kept try asked for less than prune= (it measured under budget), so it predicts more than half the latency:
+    the floors did not stop it, and no 'cannot be reached' warning is given."""
+    from ultra_prune.commands import prune as api
+    from ultra_prune.io.checkpoint import save_model
+
+    model = base("yolov8n.yaml")
+    full = sum(separable(s, c.in_channels, c.out_channels) for c, s in convs(model, IMGSZ).items())
+    monkeypatch.setattr(latency, "cache_path", lambda: tmp_path / "latency.json")
+    monkeypatch.setattr(runtimes, "runtime_for", lambda name, device=None, *_, **__: Faster(full))
+    src = save_model(model, tmp_path / "base.pt")
+    _, report = api.prune(src, prune=0.5, prune_by="latency", prune_round=8, imgsz=IMGSZ, verbose=False)
+    before, after = report.latency_predicted
+    assert after / before > 0.5 * 1.001  # the kept try asked for less than half
+    assert not [m for m in log if "cannot be reached" in m]
+
+
 def test_sparsity_target_by_latency_trains_to_a_recorded_prune(tmp_path, data_yaml, real_cache, monkeypatch,
                                                                one_thread):
     from conftest import train_kwargs

@@ -89,7 +89,7 @@ def prune_once(model, cfg: PruneConfig, data=None, batch: int = 16, device=None,
     report = PruneReport.build(model, pruned, info, cfg.ratio, cfg.round_to, cfg.floor, cfg.imgsz, cfg.by,
                                info.prune_importance)
     if table is not None:
-        if not zeroed:
+        if not zeroed and measured is None:  # (prune_to_measured warns of its first try)
             from ultra_prune.latency.measured import warn_latency_floor
 
             warn_latency_floor(cfg, *info.latency_ms)

@@ -65,6 +65,7 @@ def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, ve
     first = attempt(cfg.ratio)
     if not isinstance(first, Try):
         return (*first, None)
+    warn_latency_floor(cfg, *first.info["latency_ms"])  # (a correction may ask for less than cfg.ratio, rightly)
     budget = 1 - cfg.ratio  # the share of the measured latency that may stay
     # the cache key keeps its first word ("aim") from earlier releases, so their cached choices are found
     memo = (f"aim {table.arch_key(model, cfg.imgsz)} {table.arch_key(first.pruned, cfg.imgsz)} {cfg.ratio} "
