@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ultra_prune.config import docs
-from ultra_prune.config.keys import COMMAND_KEYS, KEYS, LATENCY_RUNTIMES, PRUNE_BY, PRUNE_IMPORTANCES, SHARED
+from ultra_prune.config.keys import (COMMAND_KEYS, KEYS, LATENCY_PRECISIONS, LATENCY_RUNTIMES, PRUNE_BY, PRUNE_IMPORTANCES,
+                                     SHARED)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +21,11 @@ def test_choices_are_the_registries():
     from ultra_prune.pruning import PRUNE_BY as budgets
     from ultra_prune.pruning.importance import NAMED
 
+    from ultra_prune.latency import agent
+
     assert PRUNE_BY == budgets and LATENCY_RUNTIMES == runtimes.LATENCY_RUNTIMES
+    assert agent.RUNTIMES == tuple(r for r in LATENCY_RUNTIMES if r != "torch")  # what a device runs
+    assert agent.PRECISIONS == LATENCY_PRECISIONS
     assert PRUNE_IMPORTANCES == ("auto", "taylor", *NAMED)
 
 
@@ -48,3 +53,39 @@ def test_readme_argument_table_is_generated_from_the_keys():
 def test_the_package_keeps_its_layers():
     r = subprocess.run([sys.executable, str(ROOT / ".ci" / "layers.py")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+class Built(Exception):
+    """Raised where a trainer would start training: the arguments' trip is over."""
+
+
+@pytest.mark.parametrize("face", ["cli", "python"])
+def test_a_training_run_validates_its_arguments_once(face, data_yaml, tmp_path, monkeypatch):
+    """``yolo train ... prune=0.5 prune_round=16`` (and ``YOLO().train(...)``) validates its arguments once, at
+    Model.train's door, and builds the slim trainer with them; a trainer built by other code validates its own."""
+    from ultralytics import YOLO
+    from ultralytics.cfg import entrypoint
+
+    from ultra_prune.config import keys
+    from ultra_prune.train import trainer as trainer_module
+
+    calls, real = [], keys.validate
+    counted = lambda args: calls.append(dict(args)) or real(args)  # noqa: E731
+    monkeypatch.setattr(keys, "validate", counted)
+    monkeypatch.setattr(trainer_module, "validate", counted)
+
+    def built(self, *a, **k):
+        raise Built(self.args.prune_round)
+
+    monkeypatch.setattr(trainer_module.SlimTrainer, "train", built, raising=False)
+    args = dict(data=str(data_yaml), epochs=1, imgsz=64, batch=8, workers=0, device="cpu", project=str(tmp_path),
+                name="run", prune=0.5, prune_round=16)
+    with pytest.raises(Built, match="16"):
+        if face == "cli":
+            entrypoint(debug="yolo train model=yolov8n.yaml " + " ".join(f"{k}={v}" for k, v in args.items()))
+        else:
+            YOLO("yolov8n.yaml").train(**args)
+    assert len(calls) == 1 and calls[0]["prune_round"] == 16
+    calls.clear()
+    trainer_module.SlimDetectionTrainer(overrides={**args, "model": "yolov8n.yaml"})
+    assert len(calls) == 1

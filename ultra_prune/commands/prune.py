@@ -133,7 +133,6 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
              "latency_table": latency_table}
     if prune is not None or not isinstance(model, (str, Path)):
         check_ratio(prune)
-    validate({"prune": prune, **given})
     model, ckpt, source, out = open_input(model, prune_out, exist_ok)
     recorded = recorded_target(ckpt) if prune is None else None
     if prune is None and recorded is None:
@@ -145,11 +144,9 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
         return None, None
     # the given settings, else a sparsity_target run's own (else only its imgsz), else the defaults
     run = {k: v for k, v in (ckpt.get("train_args") or {}).items() if k in given and (recorded or k == "imgsz")}
-    cfg = PruneConfig.of(recorded[0] if recorded else prune,
-                         {**run, **{k: v for k, v in given.items() if v is not None}})
-    if recorded:  # the given values were checked above; the recorded ones come from a training run's args
-        validate({"prune": cfg.ratio, "prune_round": cfg.round_to, "prune_min": cfg.floor, "prune_by": cfg.by,
-                  "latency_runtime": cfg.runtime})
+    settings = {**run, **{k: v for k, v in given.items() if v is not None}}
+    validate({"prune": recorded[0] if recorded else prune, **settings})
+    cfg = PruneConfig.of(recorded[0] if recorded else prune, settings)
     pruned, report = prune_once(model, cfg, data, batch, device, verbose,
                                 recorded=(source, recorded[1]) if recorded else None)
     if pruned is None:

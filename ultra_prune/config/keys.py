@@ -4,6 +4,8 @@ the one validation of them (``validate``); the keys each command takes (``COMMAN
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from ultra_prune.errors import UltraPruneError
@@ -54,8 +56,9 @@ class Key:
 
 
 OFF = (None, 0, 0.0)  # a share of 0 means 'off' and is not checked
-# The budgets, importances and runtimes by name: the same tuples as pruning.PRUNE_BY, pruning.importance.NAMED and
-# latency.runtimes.LATENCY_RUNTIMES (tests/test_config.py checks), written here so the table needs no torch.
+# The budgets and importances by name: the same tuples as pruning.PRUNE_BY and pruning.importance.NAMED
+# (tests/test_config.py checks), written here so the table needs no torch. The latency runtimes and precisions are
+# registered here (latency.runtimes reads them; the stand-alone agent keeps its own copy, checked by the same test).
 PRUNE_BY = ("channels", "flops", "latency")
 PRUNE_IMPORTANCES = ("auto", "taylor", "l1", "relative")
 LATENCY_RUNTIMES = ("onnxruntime", "openvino", "ncnn", "torch")
@@ -176,6 +179,26 @@ def validate(args: dict) -> None:
             "'resume' cannot be combined with 'prune': resume continues the run as it was; "
             "drop prune= to resume, or drop resume= to prune and start a new fine-tuning run"
         )
+
+
+_CHECKED: ContextVar[bool] = ContextVar("ultra_prune_checked", default=False)
+
+
+@contextmanager
+def checked(args: dict):
+    """Validate ``args`` at the door they came in by (``Model.train``); a trainer built inside does not check them
+    again (``checked_already``)."""
+    validate(args)
+    token = _CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
+
+def checked_already() -> bool:
+    """Whether the arguments of the run being built were validated at its door (inside ``checked``)."""
+    return _CHECKED.get()
 
 
 def check_command(command: str, args: dict) -> None:

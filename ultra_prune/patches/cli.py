@@ -146,7 +146,8 @@ def wrap_entrypoint(entrypoint):
         argv = (debug.split(" ") if debug else sys.argv)[1:]
         try:
             mode, overrides, words = parse_cli(argv)
-            validate({k: v for k, v in overrides.items() if k != "model"})
+            if mode != "train":  # (a training run's arguments are validated by Model.train, which it calls)
+                validate({k: v for k, v in overrides.items() if k != "model"})
             if mode == "prune":
                 return prune_command(overrides, words)
             try:

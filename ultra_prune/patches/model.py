@@ -1,10 +1,11 @@
-"""``Model.train`` picks the ultra-prune trainer of the model's task and validates the new arguments; ``Model.prune``."""
+"""``Model.train`` validates the new arguments and picks the ultra-prune trainer of the model's task; ``Model.prune``."""
 
 from __future__ import annotations
 
 import functools
 
-from ultra_prune.config.keys import SLIMMING_KEYS, check_command, is_slimming_run, validate
+from ultra_prune.config.keys import SLIMMING_KEYS, check_command, checked, is_slimming_run
+from ultra_prune.patches.versions import cfg_file
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
 from ultra_prune.patches import is_ours, ours
@@ -53,15 +54,16 @@ def needs_slim_trainer(model, kwargs: dict) -> bool:
 
 
 def wrap_train(train):
-    """Model.train(trainer=None, **kw): validate kw; an ultra-prune run gets the slim trainer."""
+    """Model.train(trainer=None, **kw): validate kw (with a ``cfg=`` file's arguments under them) once, here; an
+    ultra-prune run gets the slim trainer."""
 
     @functools.wraps(train)
     def wrapper(self, trainer=None, **kwargs):
-        validate(kwargs)
-        check_task(self, kwargs)
-        if trainer is None and needs_slim_trainer(self, kwargs):
-            trainer = trainer_for_model(self)
-        return train(self, trainer=trainer, **kwargs)
+        with checked({**(cfg_file(kwargs["cfg"]) if kwargs.get("cfg") else {}), **kwargs}):
+            check_task(self, kwargs)
+            if trainer is None and needs_slim_trainer(self, kwargs):
+                trainer = trainer_for_model(self)
+            return train(self, trainer=trainer, **kwargs)
 
     return ours(wrapper)
 

@@ -24,6 +24,15 @@ def checkpoint_loader():
     return getattr(tasks, "load_checkpoint", None) or tasks.attempt_load_one_weight
 
 
+def cfg_file(path) -> dict:
+    """The arguments of a ``cfg=`` file, read as ``Model.train`` reads it (``yaml_load``, ``YAML.load`` from 8.3.x)."""
+    from ultralytics import utils
+    from ultralytics.utils import checks
+
+    load = getattr(utils, "yaml_load", None) or utils.YAML.load
+    return load(checks.check_yaml(path))
+
+
 def task_trainers() -> dict:
     """The stock trainer class of each task this release has (obb from 8.1)."""
     from ultralytics.models import yolo

@@ -14,7 +14,7 @@ import torch
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, colorstr
 
 from ultra_prune.train.architecture import prune_for_training, reset_classes, trainable_copy, unwrap, write_pruned
-from ultra_prune.config.keys import DEFAULTS, resolve_distill_loss, validate
+from ultra_prune.config.keys import DEFAULTS, checked_already, resolve_distill_loss, validate
 from ultra_prune.config.settings import PruneConfig
 from ultra_prune.io.checkpoint import TRAINING_STATE
 from ultra_prune.errors import UltraPruneError
@@ -69,11 +69,10 @@ class SlimTrainer:
 
         apply()  # DDP workers import only this module
         if isinstance(cfg, dict):  # DDP temp files pass a copy of DEFAULT_CFG_DICT taken before any patch
-            cfg = {**DEFAULTS, **cfg}
-        # a resume's own path: a DDP worker of a resumed prune= run gets prune= from the checkpoint along with it
-        validate({k: v for k, v in (overrides or {}).items() if k != "resume"})
+            cfg = {**DEFAULTS, **cfg}  # (a worker's arguments were validated in the process that launched it)
+        elif not checked_already():  # built by other code than Model.train (which validates at its door)
+            validate({**(vars(cfg) if hasattr(cfg, "__dict__") else {}), **(overrides or {})})
         super().__init__(cfg, overrides, _callbacks)
-        validate({k: v for k, v in vars(self.args).items() if k != "resume"})
         a = self.args
         a.distill_loss = resolve_distill_loss(a.distill_loss, a.task)
         if a.distill_model and a.distill_loss == "logit" and a.task != "detect":
