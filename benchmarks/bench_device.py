@@ -150,10 +150,10 @@ def there(a) -> None:
     agent = Agent(python, "onnxruntime:fp32", f"threads={a.threads}")
     model = random_model(a.model)
     try:
-        here, rep_here = prune(model, a.cut, prune_by="latency", imgsz=a.imgsz, prune_round=a.round, verbose=False,
-                               report_files=False)
+        here, rep_here = prune(model, a.cut, prune_by="latency", imgsz=a.imgsz, prune_round=a.round,
+                               verbose=a.verbose, report_files=False)
         there_, rep_there = prune(model, a.cut, prune_by="latency", latency_device=agent.url, imgsz=a.imgsz,
-                                  prune_round=a.round, verbose=False, report_files=False)
+                                  prune_round=a.round, verbose=a.verbose, report_files=False)
         on_agent = latency.LatencyTable(Remote(agent.url, latency.Cache()), a.round, 1, verbose=False)
         ms = on_agent.time_models([model, here, there_], a.imgsz, rounds=100)
     finally:
@@ -179,6 +179,7 @@ def main() -> None:
     ap.add_argument("--round", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/bench_device"))
+    ap.add_argument("--verbose", action="store_true", help="log each pruning (its corrections on the runtime)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     latency.cache_path = lambda: a.out / "latency.json"  # this benchmark's own cache

@@ -380,6 +380,21 @@ def test_a_pruning_that_measures_well_under_budget_is_made_again_with_less_and_r
     assert [p.shape for p in again.parameters()] == [p.shape for p in pruned.parameters()]
 
 
+def test_corrections_interpolate_where_the_table_errs_more_as_the_model_shrinks():
+    """A runtime whose measured share is the predicted share squared (per-conv overheads a whole model hides): moving
+    the aim by the last error overshoots both ways; interpolating between tries on either side of the budget lands in
+    the band within the corrections allowed."""
+    from ultra_prune.latency import measured
+
+    def attempt(ratio):
+        kept = (1 - ratio) ** 2
+        return measured.Try(kept, ratio, None, {"latency_ms": (1.0, 1 - ratio)}, (1.0, kept))
+
+    chosen = measured._corrected(attempt(0.5), 0.5, attempt, "squared", verbose=False)
+    assert measured.BAND[0] * 0.5 <= chosen.kept <= measured.BAND[1] * 0.5
+    assert chosen.ratio < 0.5  # less pruned than the first aim, which measured 0.25 against a budget of 0.5
+
+
 def test_a_pruning_made_again_with_less_does_not_warn_of_floors(tmp_path, exact_timing, monkeypatch, log):
     """The kept try asked for less than prune= (it measured under budget), so it predicts more than half the latency:
     the floors did not stop it, and no 'cannot be reached' warning is given."""

@@ -168,6 +168,8 @@ class OnnxRuntimeBackend(Backend):
             onnx = self._quantized(onnx, shape)
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = self.threads
+        if self.threads > 1:  # a finished run's workers would spin on the cores the next model of a request needs
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
         feed = {sess.get_inputs()[0].name: _zeros(shape)}
         return lambda: sess.run(None, feed)

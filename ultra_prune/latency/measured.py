@@ -15,7 +15,7 @@ from torch import nn
 from ultra_prune.config.settings import PruneConfig
 from ultra_prune.pruning.importance import Importance
 
-CORRECTIONS = 2  # how many times a pruning that measures off its budget is made again
+CORRECTIONS = 3  # how many times a pruning that measures off its budget is made again
 BAND = (0.95, 1.02)  # a pruning measured within these shares of its budget is taken as it is
 
 
@@ -48,7 +48,7 @@ def short_of(before: float, after: float, share: float) -> bool:
 def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, verbose: bool = True):
     """``prune_model`` under ``prune_by=latency``, checked on the runtime: ``(pruned, info, (ms before, ms
     after))``. When the exported model measures outside ``BAND`` of the budget, it is pruned again from ``model`` to
-    a prediction moved by that error, up to ``CORRECTIONS`` times, or until the floors stop it; of the tries, the
+    a prediction moved by that error (``_next_ratio``), up to ``CORRECTIONS`` times, or until the floors stop it; of the tries, the
     least pruned one within ``BAND[1]`` of the budget is kept (else the fastest). The chosen ratio is cached, keyed by
     the first try's architecture, so the same pruning again goes straight to it and takes it as it measures (under
     DDP the other ranks get rank 0's cache, and so its choice). Nothing prunable: ``(copy, info, None)``."""
@@ -97,7 +97,7 @@ def _corrected(first: Try, budget: float, attempt, runtime: str, verbose: bool) 
         last = tries[-1]
         if BAND[0] * budget <= last.kept <= BAND[1] * budget or (last.kept > budget and last.short_of(last.ratio)):
             break
-        ratio = min(max(1 - (1 - last.ratio) * budget / last.kept, 1e-3), 0.999)
+        ratio = _next_ratio(tries, budget)
         if any(abs(ratio - t.ratio) < 1e-6 for t in tries):
             break
         if verbose:
@@ -109,6 +109,21 @@ def _corrected(first: Try, budget: float, attempt, runtime: str, verbose: bool) 
         tries.append(again)
     within = [t for t in tries if t.kept <= BAND[1] * budget]
     return max(within, key=lambda t: t.kept) if within else min(tries, key=lambda t: t.kept)
+
+
+def _next_ratio(tries: list[Try], budget: float) -> float:
+    """The share to ask for next: the last try's, moved by its measured error (as if the table erred by a constant
+    factor); once tries measured on both sides of ``budget``, interpolated between the nearest two (the table's error
+    may grow as the model shrinks: per-conv overheads a multi-threaded runtime hides in a whole model)."""
+    under = [t for t in tries if t.kept < budget]
+    over = [t for t in tries if t.kept > budget]
+    if under and over:
+        lo, hi = max(under, key=lambda t: t.kept), min(over, key=lambda t: t.kept)
+        ratio = hi.ratio + (budget - hi.kept) * (lo.ratio - hi.ratio) / (lo.kept - hi.kept)
+    else:
+        last = tries[-1]
+        ratio = 1 - (1 - last.ratio) * budget / last.kept
+    return min(max(ratio, 1e-3), 0.999)
 
 
 def warn_latency_floor(cfg: PruneConfig, before: float, after: float) -> None:
