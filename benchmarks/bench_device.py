@@ -39,11 +39,11 @@ from ultra_prune.commands.prune import prune
 from ultra_prune.latency import agent as agent_module
 from ultra_prune.latency import table as latency
 
-TARGETS = ("onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "openvino:int8", "ncnn:fp32")
+TARGETS = ("onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "openvino:int8", "ncnn:fp32", "mnn:fp32")
 # what a device needs besides numpy, per target (pnnx without its torch: its converter is a binary)
 PACKAGES = {"onnxruntime:fp32": ["onnxruntime"], "onnxruntime:int8": ["onnxruntime", "onnx"],
             "openvino:fp32": ["openvino"], "openvino:int8": ["openvino", "nncf"], "ncnn:fp32": ["ncnn"],
-            "ncnn:fp16": ["ncnn"]}
+            "ncnn:fp16": ["ncnn"], "mnn:fp32": ["MNN"], "mnn:fp16": ["MNN"]}
 
 
 def device_env(out: Path, target: str) -> str:

@@ -4,7 +4,7 @@
                                                 [--cuts 0.3 0.5 0.7] [--imgsz 320] [--no-depth] [--repeats 3]
     python benchmarks/bench_latency.py accuracy [--base-epochs 20] [--finetune-epochs 10] [--imgsz 320]
                                                 [--cuts 0.5] [--families v8 26] [--seed 0] [--teacher] [--n-only]
-                                                [--runtimes onnxruntime]
+                                                [--runtimes onnxruntime | --device http://host:port]
     python benchmarks/bench_latency.py depth    [--families 26] [--cuts 0.7] [--runtimes openvino] [--imgsz 320]
                                                 [--base-epochs 20] [--finetune-epochs 10]
     python benchmarks/bench_latency.py alone    [--models yolov8n.yaml ...] [--runtimes ...] [--cuts ...] --out DIR
@@ -162,9 +162,16 @@ def accuracy(a) -> list[dict]:
     data = hard_dataset(out / "data")
     kw = dict(optimizer="SGD", imgsz=128, seed=a.seed)  # the bases: seed 0 (below)
     tag = f"_seed{a.seed}" if a.seed else ""
-    runtime_name = a.runtimes[0]
-    runtime = runtime_for(runtime_name)
-    cache = Cache(out / f"latency_{runtime_name}.json")  # this benchmark's own measurements, not the user's cache
+    cache_name = a.runtimes[0] if not a.device else "device"
+    cache = Cache(out / f"latency_{cache_name}.json")  # this benchmark's own measurements, not the user's cache
+    if a.device:  # every timing on the agent at that address (its runtime and precision)
+        from ultra_prune.latency.remote import Remote
+
+        runtime = Remote(a.device, cache)
+        runtime_name = runtime.key()
+    else:
+        runtime_name = a.runtimes[0]
+        runtime = runtime_for(runtime_name)
     e0, e1 = a.base_epochs, a.finetune_epochs
 
     def table_of(model, reach=0.0) -> LatencyTable:
@@ -173,9 +180,13 @@ def accuracy(a) -> list[dict]:
         round_to = a.round or preferred_round(runtime, model, a.imgsz, cache=cache, verbose=False, reach=reach)
         return LatencyTable(runtime, round_to, cache=cache, verbose=False)
 
+    def on_runtime(models, rounds: int = 50) -> list[float]:
+        """The models exported and timed interleaved on the runtime (ms)."""
+        return LatencyTable(runtime, 8, cache=cache, verbose=False).time_models(models, a.imgsz, rounds=rounds)
+
     def measured_ratio(model, reference) -> float:
         """``model``'s measured latency over ``reference``'s, both exported and timed interleaved."""
-        ms = interleaved_ms(runtime.models([model, reference], a.imgsz, 1), rounds=50)
+        ms = on_runtime([model, reference])
         return ms[0] / ms[1]
 
     def slim(weights, name, ratio=None, like=None):
@@ -236,7 +247,7 @@ def accuracy(a) -> list[dict]:
             arms[f"{s} teacher (full width)"] = teacher
         arms[f"{n} plain"] = train(n_yaml, data, out, f"{n}_plain{tag}", epochs=e0 + e1, **kw)
         arms[f"{n} base"], arms[f"{s} base"] = base_n, base_s
-    ms = interleaved_ms(runtime.models([checkpoint_model(w) for w in arms.values()], a.imgsz, 1), rounds=100)
+    ms = on_runtime([checkpoint_model(w) for w in arms.values()], rounds=100)
     rows = []
     print(f"load average: {os.getloadavg()[0]:.2f}; seed {a.seed} (the bases: 0); ms on {runtime_name}")
     print(f"\n{'arm':<34}{'epochs':>7}{'mAP50-95':>10}{'ms @' + str(a.imgsz):>10}{'GFLOPs':>8}")
@@ -382,6 +393,8 @@ def main():
                     "base trained on at full width")
     ap.add_argument("--n-only", action="store_true", help="accuracy: only the first family's n base and its latency "
                     "and flops arms (no s model, no plain n)")
+    ap.add_argument("--device", default="", help="accuracy: time on the agent at this address (http://host:port) "
+                    "instead of the first of --runtimes here")
     ap.add_argument("--out", default="runs/bench_latency")
     a = ap.parse_args()
     torch.set_num_threads(1)

@@ -145,3 +145,20 @@ def test_a_runtime_that_crashes_costs_the_request_only():
 
     with pytest.raises(agent.Refused, match="crashing crashed on the model"):
         agent.measure_apart(Crashing("fp32", 1), [(b"onnx", [1, 3, 8, 8])], agent.Plan(), 30)
+
+
+def test_an_mnn_agent_in_its_own_environment():
+    """An MNN agent (numpy and the MNN wheel only: it converts ONNX with its own converter) answers with its identity
+    and times the models of a request."""
+    from agents import Running, agent_env
+
+    python = agent_env("MNN")
+    assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
+    a = Running(python, "runtime=mnn")
+    try:
+        status, who = request(a.url, "/identity")
+        assert status == 200 and who["runtime"] == "mnn" and who["precision"] == "fp32"
+        status, answer = request(a.url, "/time", conv_request(2, runs=5))
+        assert status == 200 and len(answer["ms"]) == 2 and all(ms > 0 for ms in answer["ms"])
+    finally:
+        a.stop()

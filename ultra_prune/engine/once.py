@@ -92,7 +92,7 @@ def prune_once(model, cfg: PruneConfig, data=None, batch: int = 16, device=None,
         if not zeroed and measured is None:  # (prune_to_measured warns of its first try)
             from ultra_prune.latency.measured import warn_latency_floor
 
-            warn_latency_floor(cfg, *info.latency_ms)
+            warn_latency_floor(cfg, *info.latency_ms, on=table.key)
         report.latency_runtime = f"{table.key}, batch {cfg.batch}{getattr(table.runtime, 'origin', '')}"
         report.latency_predicted = info.latency_ms
         if not offline(table.runtime):

@@ -8,11 +8,12 @@ runs too: ``python agent.py ...``)::
     ultra-prune agent runtime=openvino precision=int8 kit=latency_kit/   # offline: time a kit, write its table
 
 It takes ONNX models only (never code or pickles), measures each request in a child process (a runtime that crashes
-on a model or overruns the time cap costs that request only), and runs them as the runtime's own users do: onnxruntime's CPU
-session (int8: static QDQ quantization), OpenVINO's compiled model (int8: NNCF), ncnn (converted by pnnx). Each
-model gets a warm-up, then the median of repeated runs; the models of one request are timed interleaved (one run of
-each per round), so a change of load hits them alike. Every answer carries the agent's identity (runtime and
-version, precision, device, threads): the trainer keys its cache on it.
+on a model or overruns the time cap costs that request only), and runs them as the runtime's own users do:
+onnxruntime's CPU session (int8: static QDQ quantization), OpenVINO's compiled model (int8: NNCF), ncnn (converted
+by pnnx), MNN (converted by its own converter). Each model gets a warm-up, then the median of repeated runs; the
+models of one request are timed interleaved (one run of each per round), so a change of load hits them alike. Every
+answer carries the agent's identity (runtime and version, precision, device, threads): the trainer keys its cache on
+it.
 
 HTTP: ``GET /identity``; ``POST /time`` with ``{"models": [{"onnx": <base64>, "shape": [n, c, h, w]}, ...],
 "interleaved": bool, "rounds", "runs", "min_s", "warmup"}`` answers ``{"identity": ..., "ms": [...]}``; errors
@@ -40,7 +41,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Callable
 
-RUNTIMES = ("onnxruntime", "openvino", "ncnn")
+RUNTIMES = ("onnxruntime", "openvino", "ncnn", "mnn")
 PRECISIONS = ("fp32", "fp16", "int8")
 KIT, TABLE = "kit.json", "table.json"  # what the training machine writes into a kit, and what the agent adds
 
@@ -219,7 +220,9 @@ class OpenVinoBackend(Backend):
                 import nncf
             except ImportError:
                 raise Refused("openvino precision=int8 quantizes with NNCF: pip install nncf") from None
-            model = nncf.quantize(model, nncf.Dataset(_calibration(shape)), subset_size=4)
+            # (bias correction changes no op of the graph, only values: skipped, it costs most of the time per model)
+            model = nncf.quantize(model, nncf.Dataset(_calibration(shape, 1)), subset_size=1,
+                                  advanced_parameters=nncf.AdvancedQuantizationParameters(disable_bias_correction=True))
         hint = {"fp16": "f16"}.get(self.precision, "f32")
         config = {"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": hint}
         request = core.compile_model(model, "CPU", config).create_infer_request()
@@ -276,7 +279,36 @@ class NcnnBackend(Backend):
         return run
 
 
-BACKENDS = {b.name: b for b in (OnnxRuntimeBackend, OpenVinoBackend, NcnnBackend)}
+class MnnBackend(Backend):
+    """MNN's CPU backend with ``threads`` threads (fp16: its low precision, fp16 arithmetic where the CPU has it), the
+    ONNX model converted by MNN's own converter (the wheel's ``_tools``, run as a process: a crash there costs the
+    conversion only)."""
+
+    name, precisions = "mnn", ("fp32", "fp16")
+
+    def version(self) -> str:
+        import MNN
+
+        return MNN.version()
+
+    def session(self, onnx, shape):
+        import MNN
+
+        out = onnx.with_suffix(".mnn")
+        convert = [sys.executable, "-c", "import sys, _tools; _tools.mnnconvert(sys.argv)", "mnnconvert", "-f", "ONNX",
+                   "--modelFile", str(onnx), "--MNNModel", str(out), "--bizCode", "ultra-prune"]
+        done = subprocess.run(convert, capture_output=True, text=True)
+        if done.returncode or not out.exists():
+            raise Refused(f"MNN could not convert the model: {(done.stdout + done.stderr).strip()[-300:]}")
+        net = MNN.Interpreter(str(out))
+        session = net.createSession({"backend": "CPU", "numThread": self.threads,
+                                     "precision": "low" if self.precision == "fp16" else "normal"})
+        source = net.getSessionInput(session)
+        source.copyFrom(MNN.Tensor(list(shape), MNN.Halide_Type_Float, _zeros(shape), MNN.Tensor_DimensionType_Caffe))
+        return lambda: net.runSession(session)
+
+
+BACKENDS = {b.name: b for b in (OnnxRuntimeBackend, OpenVinoBackend, NcnnBackend, MnnBackend)}
 
 
 def backend_for(runtime: str, precision: str, threads: int) -> Backend:

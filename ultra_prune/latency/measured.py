@@ -46,12 +46,13 @@ def short_of(before: float, after: float, share: float) -> bool:
 
 
 def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, verbose: bool = True):
-    """``prune_model`` under ``prune_by=latency``, checked on the runtime: ``(pruned, info, (ms before, ms
-    after))``. When the exported model measures outside ``BAND`` of the budget, it is pruned again from ``model`` to
-    a prediction moved by that error (``_next_ratio``), up to ``CORRECTIONS`` times, or until the floors stop it; of the tries, the
-    least pruned one within ``BAND[1]`` of the budget is kept (else the fastest). The chosen ratio is cached, keyed by
-    the first try's architecture, so the same pruning again goes straight to it and takes it as it measures (under
-    DDP the other ranks get rank 0's cache, and so its choice). Nothing prunable: ``(copy, info, None)``."""
+    """``prune_model`` under ``prune_by=latency``, checked on the runtime: ``(pruned, info, (ms before, ms after))``.
+    When the exported model measures outside ``BAND`` of the budget, it is pruned again from ``model`` to a
+    prediction moved by that error (``_next_ratio``), up to ``CORRECTIONS`` times, or until the floors stop it;
+    of the tries, the least pruned one within ``BAND[1]`` of the budget is kept (else the fastest). The chosen
+    ratio is cached, keyed by the first try's architecture, so the same pruning again goes straight to it and
+    takes it as it measures (under DDP the other ranks get rank 0's cache, and so its choice). Nothing prunable:
+    ``(copy, info, None)``."""
     from ultra_prune.pruning import prune_model
 
     def attempt(ratio: float) -> Try | tuple[nn.Module, dict]:  # (the unchanged copy, info): nothing is prunable
@@ -65,7 +66,7 @@ def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, ve
     first = attempt(cfg.ratio)
     if not isinstance(first, Try):
         return (*first, None)
-    warn_latency_floor(cfg, *first.info["latency_ms"])  # (a correction may ask for less than cfg.ratio, rightly)
+    warn_latency_floor(cfg, *first.info["latency_ms"], on=table.key)  # (a correction may rightly ask for less)
     budget = 1 - cfg.ratio  # the share of the measured latency that may stay
     # the cache key keeps its first word ("aim") from earlier releases, so their cached choices are found
     memo = (f"aim {table.arch_key(model, cfg.imgsz)} {table.arch_key(first.pruned, cfg.imgsz)} {cfg.ratio} "
@@ -75,15 +76,17 @@ def prune_to_measured(model, cfg: PruneConfig, importance: Importance, table, ve
         again = first if abs(known - first.ratio) < 1e-9 else attempt(known)
         chosen = again if isinstance(again, Try) else first
     else:
-        chosen = _corrected(first, budget, attempt, cfg.runtime, verbose)
+        chosen = _corrected(first, budget, attempt, table.key, verbose)
         table.cache.put(table.key, memo, chosen.ratio)
         table.cache.save()
     if chosen.kept > budget * 1.05 and not chosen.short_of(cfg.ratio):  # (the floors have their own warning)
         from ultra_prune.io.logs import log
 
+        fix = ("every layer is at its floor there: lower prune_min= (or prune_round=) to get under it"
+               if chosen.short_of(chosen.ratio) else "ask for a larger prune= to get under it")
         log("warning", f"ultra-prune: the pruned model measured {chosen.kept / budget:.2f}x its latency budget on "
-                       f"{cfg.runtime} (predicted {chosen.predicted():.3f} of the latency, measured {chosen.kept:.3f}), "
-                       f"re-pruned up to {CORRECTIONS} times; ask for a larger prune= to get under it")
+                       f"{table.key} (predicted {chosen.predicted():.3f} of the latency, measured {chosen.kept:.3f}), "
+                       f"re-pruned up to {CORRECTIONS} times; {fix}")
     return chosen.pruned, chosen.info, chosen.ms
 
 
@@ -126,14 +129,15 @@ def _next_ratio(tries: list[Try], budget: float) -> float:
     return min(max(ratio, 1e-3), 0.999)
 
 
-def warn_latency_floor(cfg: PruneConfig, before: float, after: float) -> None:
-    """One warning when a latency budget cannot be reached: every layer at its floor leaves more than it allows."""
+def warn_latency_floor(cfg: PruneConfig, before: float, after: float, on: str = "") -> None:
+    """One warning when a latency budget cannot be reached on ``on`` (a runtime's identity; default the configured
+    runtime): every layer at its floor leaves more than it allows."""
     from ultra_prune.io.logs import log
 
     if not short_of(before, after, cfg.ratio):
         return
     blocks = "and every residual block removed " if cfg.depth else ""
-    log("warning", f"ultra-prune: prune={cfg.ratio:g} prune_by=latency cannot be reached on {cfg.runtime}: with every "
-                   f"layer at its floor (prune_min={cfg.floor}, prune_round={cfg.round_to}) {blocks}the model keeps "
+    log("warning", f"ultra-prune: prune={cfg.ratio:g} prune_by=latency cannot be reached on {on or cfg.runtime}: "
+                   f"with every layer at its floor (prune_min={cfg.floor}, prune_round={cfg.round_to}) {blocks}the model keeps "
                    f"{after / before:.1%} of its predicted latency. Lower prune_min= or prune_round= (widths off the "
                    "runtime's preferred multiple may run slower than predicted), or ask for less")

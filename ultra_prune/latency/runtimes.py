@@ -22,7 +22,8 @@ from ultra_prune.latency.agent import Refused, backend_for, cpu_name, identity_k
 from ultra_prune.pruning.cost import ConvShape
 
 PACKAGES = {"onnxruntime": "pip install 'ultra-prune[onnx]' (or pip install onnx onnxruntime)",
-            "openvino": "pip install 'ultra-prune[openvino]'", "ncnn": "pip install ncnn; pip install --no-deps pnnx"}
+            "openvino": "pip install 'ultra-prune[openvino]'", "ncnn": "pip install ncnn; pip install --no-deps pnnx",
+            "mnn": "pip install MNN"}
 
 
 def conv_onnx(shape: ConvShape, cin: int, cout: int) -> bytes:
