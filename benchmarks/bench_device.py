@@ -77,9 +77,11 @@ class Agent:
                                       f"port={self.port}", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         self.url = f"http://127.0.0.1:{self.port}"
-        line = self.proc.stdout.readline()
-        if self.proc.poll() is not None or "on http://" not in line:
-            raise RuntimeError(f"the {target} agent did not start: {line}{self.proc.stdout.read()}")
+        said = []  # up to the line with its address (a runtime may print a banner first: MNN does)
+        while not said or ("on http://" not in said[-1] and said[-1]):
+            said.append(self.proc.stdout.readline())
+        if "on http://" not in said[-1]:
+            raise RuntimeError(f"the {target} agent did not start: {''.join(said)}")
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # its log must not fill the pipe
         for _ in range(100):
             try:
