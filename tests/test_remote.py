@@ -105,6 +105,26 @@ def test_an_agent_killed_mid_measurement_keeps_what_it_timed(agent_python, cache
     assert pruned is not None and sum(n for n, whole in calls if not whole) == layers - remote.CHUNK
 
 
+def test_timings_reach_the_disk_while_a_table_is_timed(agent_python, cache, monkeypatch):
+    """A trainer killed outright (no exception to save on) loses at most ``SAVE_EVERY_S`` of timings: with it at 0,
+    the first request's timings are on disk before the second request goes out."""
+    monkeypatch.setattr(latency, "SAVE_EVERY_S", 0.0)
+    a = Running(agent_python)
+    time_on_agent, on_disk = remote.Agent.time, []
+
+    def looking_at_the_disk(self, models, interleaved, rounds=50):
+        if not interleaved and cache.exists():
+            on_disk.append(sum(k.startswith("[") for ks in json.loads(cache.read_text()).values() for k in ks))
+        return time_on_agent(self, models, interleaved, rounds)
+
+    monkeypatch.setattr(remote.Agent, "time", looking_at_the_disk)
+    try:
+        prune(base("yolov8n.yaml"), 0.5, latency_device=a.url, **SETTINGS)
+    finally:
+        a.stop()
+    assert [n for n in on_disk if n][:2] == [remote.CHUNK, 2 * remote.CHUNK]  # each request saved before the next
+
+
 def test_the_cli_exits_2_and_writes_nothing_when_the_agent_is_down(tmp_path, one_shot):
     weights = one_shot / "weights" / "pruned.pt"
     model = tmp_path / "m.pt"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import time
 from bisect import bisect_left
 from pathlib import Path
 
@@ -117,6 +118,9 @@ def _chunks(items: list, size: int):
         yield items[at : at + size]
 
 
+SAVE_EVERY_S = 10.0  # while timing, the cache is written at most this often
+
+
 class LatencyTable:
     """Per-conv times on ``runtime`` (a ``runtimes`` runtime) at multiples of ``round_to``, and the whole-model fit
     of each model it has measured. ``model(model, imgsz)`` is the ``cost.LatencyModel`` the pruner's budget uses."""
@@ -137,12 +141,16 @@ class LatencyTable:
 
         bar = TQDM(total=len(missing), desc=f"{colorstr('ultra-prune:')} {what} on {self.runtime.name}",
                    disable=not self.verbose)
+        saved = time.monotonic()
         try:  # what was timed is kept when the rest fails (an agent stopped): the next run goes on from there
             for points, ms in self._timings(missing):
                 for p, t in zip(points, ms):
                     self.cache.put(self.key, _shape_key(*p), t)
                 self.measured += len(points)
                 bar.update(len(points))
+                if time.monotonic() - saved >= SAVE_EVERY_S:  # (a process killed outright loses less)
+                    self.cache.save()
+                    saved = time.monotonic()
         finally:
             bar.close()
             self.cache.save()
