@@ -13,7 +13,8 @@ optimizer, and are cut to -30 %, -50 % and -70 % GFLOPs (at the training imgsz, 
                   <unpruned> (distill_loss=feature, its default dis=6.0; only where the installed ultralytics ships
                   it, 8.4.80 and later)
 
-Prints GFLOPs, params and mAP50-95 right after pruning and after fine-tuning. Needs the benchmark-only extra
+Prints GFLOPs, params and mAP50-95 right after pruning and after fine-tuning, and draws ``vs_torch_pruning.png``
+(mAP50-95 after fine-tuning against the GFLOPs removed). Needs the benchmark-only extra
 ``pip install torch-pruning``. Not a test: about 40 minutes on a 2-core CPU with the defaults.
 
     python benchmarks/bench_vs_torch_pruning.py [--data hard|easy] [--cuts 0.3 0.5 0.7] [--base-epochs 30]
@@ -100,6 +101,29 @@ def feature_distill_arm(base, data, out, cut, a, kw):
                          distill_loss="feature", distill_model=str(unpruned(base, data, out, a, kw)), **kw)
 
 
+def plot(base_row: dict, rows: list[dict], path, a) -> None:
+    """mAP50-95 after fine-tuning against the share of GFLOPs removed, one line per method, beside the base trained
+    on unpruned for as long."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        sel = sorted((r for r in rows if r["method"] == method), key=lambda r: r["gflops"], reverse=True)
+        ax.plot([100 * (1 - r["gflops"] / base_row["gflops"]) for r in sel], [r["map_tuned"] for r in sel], "o-",
+                label=method)
+    ax.axhline(base_row["map_unpruned"], color="grey", ls="--", label="unpruned, trained as long")
+    ax.set_xlabel(f"GFLOPs removed, % (yolov8n at {IMGSZ} px)")
+    ax.set_ylabel(f"mAP50-95 after fine-tuning ({a.data} built-in data)")
+    ax.set_title(f"{a.base_epochs}-epoch base; {a.sparse_epochs} sparse + {a.finetune_epochs} fine-tuning epochs, "
+                 f"{a.optimizer}", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+
+
 def main():
     a = budget_parser(__doc__, "runs/bench_vs_torch_pruning").parse_args()
     out, data, kw, base = budget_setup(a, IMGSZ)
@@ -118,6 +142,7 @@ def main():
             rows.append(row)
             print(json.dumps(row), flush=True)
             (out / "results.json").write_text(json.dumps({"base": base_row, "rows": rows}, indent=2))
+    plot(base_row, rows, out / "vs_torch_pruning.png", a)
     print(f"\n{a.data} built-in dataset, {IMGSZ} px, yolov8n base ({a.base_epochs} epochs, mAP50-95 "
           f"{base_row['map']:.3f}, {base_row['gflops']:.3f} GFLOPs); every arm: {a.sparse_epochs} sparse + "
           f"{a.finetune_epochs} fine-tuning epochs, optimizer={a.optimizer}; the base trained on unpruned for as "
