@@ -363,9 +363,11 @@ def plot(rows, path, imgsz, runtime_name) -> None:
         sel = sorted((r for r in rows if pick(r)), key=lambda r: r["ms"])
         line = "-" if marker != "*" else ""  # a pruning's cuts joined into a curve; the other models stand alone
         ax.plot([r["ms"] for r in sel], [r["map"] for r in sel], line + marker, label=label)
-        for r in sel:
-            ax.annotate(r["arm"], (r["ms"], r["map"]), fontsize=6)
-    ax.set_xlabel(f"{runtime_name} CPU latency, ms (batch 1, 1 thread, {imgsz} px)")
+        for r in sel:  # (labels of the slowest models end at their point, inside the axes)
+            right = r["ms"] > 0.8 * max(x["ms"] for x in rows)
+            ax.annotate(r["arm"], (r["ms"], r["map"]), fontsize=6, ha="right" if right else "left")
+    ax.set_xlabel(f"{runtime_name} CPU latency, ms (batch 1, 1 thread, {imgsz} px)" if " | " not in runtime_name
+                  else f"latency on {runtime_name}, ms\n(batch 1, {imgsz} px)", fontsize=8)  # (an agent's identity)
     ax.set_ylabel("mAP50-95 (harder built-in data)")
     ax.legend(fontsize=7)
     fig.tight_layout()
