@@ -89,3 +89,34 @@ def test_a_training_run_validates_its_arguments_once(face, data_yaml, tmp_path, 
     calls.clear()
     trainer_module.SlimDetectionTrainer(overrides={**args, "model": "yolov8n.yaml"})
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("face", ["yolo", "ultra-prune", "model", "python"])
+def test_a_pruning_validates_its_arguments_once(face, tmp_path, monkeypatch):
+    """``yolo prune``, ``ultra-prune prune``, ``YOLO(...).prune`` and ``prune()`` validate their arguments once: at
+    the door, or in the prune command when it is called directly."""
+    from helpers import base
+    from ultralytics import YOLO
+    from ultralytics.cfg import entrypoint
+
+    from ultra_prune.commands import cli
+    from ultra_prune.commands import prune as command
+    from ultra_prune.config import keys
+    from ultra_prune.io.checkpoint import save_model
+
+    src = save_model(base("yolov8n.yaml"), tmp_path / "base.pt")
+    calls, real = [], keys.validate
+    counted = lambda args: calls.append(dict(args)) or real(args)  # noqa: E731
+    monkeypatch.setattr(keys, "validate", counted)
+    monkeypatch.setattr(command, "validate", counted)
+    args = dict(prune=0.5, prune_round=16, imgsz=64, prune_out=str(tmp_path / "out.pt"))
+    if face == "yolo":
+        entrypoint(debug=f"yolo prune model={src} " + " ".join(f"{k}={v}" for k, v in args.items()))
+    elif face == "ultra-prune":
+        assert cli.main(["prune", f"model={src}", *(f"{k}={v}" for k, v in args.items())]) == 0
+    elif face == "model":
+        YOLO(str(src)).prune(**args)
+    else:
+        command.prune(str(src), verbose=False, **args)
+    assert (tmp_path / "out.pt").exists()
+    assert len(calls) == 1 and calls[0]["prune_round"] in (16, "16")

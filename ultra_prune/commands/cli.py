@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         from ultra_prune.latency.agent import main as agent
 
         return agent(rest)
-    from ultra_prune.config.keys import check_command
+    from ultra_prune.config.keys import checked
     from ultra_prune.errors import UltraPruneError
 
     try:
@@ -84,15 +84,15 @@ def main(argv: list[str] | None = None) -> int:
         if command == "demo":
             from ultra_prune.commands.demo import run
 
-            check_command("demo", kwargs)
-            run(**kwargs)
+            with checked(kwargs, "demo"):
+                run(**kwargs)
         elif command == "prune":
             from ultra_prune.commands.prune import prune
 
             if "model" not in kwargs:
                 raise UltraPruneError("'model' is missing; e.g. ultra-prune prune model=sparse.pt prune=0.5")
-            check_command("prune", kwargs)
-            prune(kwargs.pop("model"), **kwargs)
+            with checked(kwargs, "prune"):
+                prune(kwargs.pop("model"), **kwargs)
         elif command == "latency-kit":
             from ultra_prune.commands.kit import latency_kit
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ultra_prune.config.keys import validate
+from ultra_prune.config.keys import checked_already, validate
 from ultra_prune.config.settings import PruneConfig
 from ultra_prune.engine.once import announce, log_info, prune_once
 from ultra_prune.errors import UltraPruneError
@@ -133,6 +133,8 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
              "latency_table": latency_table}
     if prune is not None or not isinstance(model, (str, Path)):
         check_ratio(prune)
+    if not checked_already():  # (a door, Model.prune or a CLI, validated them)
+        validate({"prune": prune, **given})
     model, ckpt, source, out = open_input(model, prune_out, exist_ok)
     recorded = recorded_target(ckpt) if prune is None else None
     if prune is None and recorded is None:
@@ -144,9 +146,10 @@ def prune(model, prune: float | None = None, prune_round: int | None = None, pru
         return None, None
     # the given settings, else a sparsity_target run's own (else only its imgsz), else the defaults
     run = {k: v for k, v in (ckpt.get("train_args") or {}).items() if k in given and (recorded or k == "imgsz")}
-    settings = {**run, **{k: v for k, v in given.items() if v is not None}}
-    validate({"prune": recorded[0] if recorded else prune, **settings})
-    cfg = PruneConfig.of(recorded[0] if recorded else prune, settings)
+    if recorded:  # a sparsity_target run's own settings, from its checkpoint
+        validate({"prune": recorded[0], **run})
+    cfg = PruneConfig.of(recorded[0] if recorded else prune,
+                         {**run, **{k: v for k, v in given.items() if v is not None}})
     pruned, report = prune_once(model, cfg, data, batch, device, verbose,
                                 recorded=(source, recorded[1]) if recorded else None)
     if pruned is None:

@@ -185,10 +185,16 @@ _CHECKED: ContextVar[bool] = ContextVar("ultra_prune_checked", default=False)
 
 
 @contextmanager
-def checked(args: dict):
-    """Validate ``args`` at the door they came in by (``Model.train``); a trainer built inside does not check them
-    again (``checked_already``)."""
+def checked(args: dict, command: str | None = None):
+    """Validate ``args`` at the door they came in by (``Model.train``, ``Model.prune``, a CLI), and for a
+    ``command`` that it takes each key (``COMMAND_KEYS``; ``model=`` aside); what runs inside (a trainer built by
+    ``Model.train``, the prune command) does not check them again (``checked_already``)."""
     validate(args)
+    if command is not None:
+        valid = {"model", *COMMAND_KEYS[command]}
+        unknown = sorted(set(args) - valid)
+        if unknown:
+            raise UltraPruneError(f"unknown {command} argument(s) {unknown}; valid: {sorted(valid)}")
     token = _CHECKED.set(True)
     try:
         yield
@@ -199,16 +205,6 @@ def checked(args: dict):
 def checked_already() -> bool:
     """Whether the arguments of the run being built were validated at its door (inside ``checked``)."""
     return _CHECKED.get()
-
-
-def check_command(command: str, args: dict) -> None:
-    """Validate ``args``' values, then raise UltraPruneError for a key ``command`` does not take (``COMMAND_KEYS``;
-    ``model=`` aside)."""
-    validate(args)
-    valid = {"model", *COMMAND_KEYS[command]}
-    unknown = sorted(set(args) - valid)
-    if unknown:
-        raise UltraPruneError(f"unknown {command} argument(s) {unknown}; valid: {sorted(valid)}")
 
 
 def is_slimming_run(args: dict) -> bool:

@@ -140,16 +140,18 @@ def wrap_entrypoint(entrypoint):
 
     @functools.wraps(entrypoint)
     def wrapper(debug="", *args, **kwargs):
-        from ultra_prune.config.keys import validate
+        from ultra_prune.config.keys import checked, validate
         from ultra_prune.io.logs import log
 
         argv = (debug.split(" ") if debug else sys.argv)[1:]
         try:
             mode, overrides, words = parse_cli(argv)
-            if mode != "train":  # (a training run's arguments are validated by Model.train, which it calls)
-                validate({k: v for k, v in overrides.items() if k != "model"})
+            given = {k: v for k, v in overrides.items() if k != "model"}
             if mode == "prune":
-                return prune_command(overrides, words)
+                with checked(given):
+                    return prune_command(overrides, words)
+            if mode != "train":  # (a training run's arguments are validated by Model.train, which it calls)
+                validate(given)
             try:
                 result = entrypoint(debug, *args, **kwargs)
             except SyntaxError as e:

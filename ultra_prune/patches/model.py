@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from ultra_prune.config.keys import SLIMMING_KEYS, check_command, checked, is_slimming_run
+from ultra_prune.config.keys import SLIMMING_KEYS, checked, is_slimming_run
 from ultra_prune.patches.versions import cfg_file
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.hookspecs import hookimpl
@@ -76,9 +76,9 @@ def prune(self, **kwargs):
     file)."""
     from ultra_prune.commands.prune import prune as prune_job
 
-    check_command("prune", kwargs)
     source = self.ckpt_path if getattr(self, "ckpt_path", None) else self.model
-    pruned, report = prune_job(source, **kwargs)
+    with checked(kwargs, "prune"):
+        pruned, report = prune_job(source, **kwargs)
     if pruned is not None:
         if report.output:
             self._load(report.output, task=self.task)
