@@ -268,6 +268,7 @@ def real_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("latency") / "latency.json"
 
 
+@pytest.mark.long  # (every conv of yolov8n timed on onnxruntime: about 40 s)
 def test_yolo_prune_by_latency_on_onnxruntime_reports_and_then_hits_the_cache(tmp_path, real_cache, monkeypatch,
                                                                                mocker, one_thread):
     from ultra_prune.commands.prune import prune
