@@ -477,9 +477,10 @@ class Handler(BaseHTTPRequestHandler):
         if size < 0:
             return self._answer(411, {"error": "a Content-Length is required"})
         if size > self.server.max_bytes:
-            if size <= 4 * self.server.max_bytes:  # read to the end, so the client reads the answer (not a reset)
-                for _ in range(0, size, 1 << 16):
-                    self.rfile.read(min(1 << 16, size))
+            left = size if size <= 4 * self.server.max_bytes else 0  # read to its end: the client gets the answer
+            while left > 0:  # (not a reset); never more than it sent, or the read waits for bytes that never come
+                chunk = self.rfile.read(min(1 << 16, left))
+                left = left - len(chunk) if chunk else 0
             self.close_connection = True
             return self._answer(413, {"error": f"request of {size} bytes is over the agent's max_mb= "
                                                f"({self.server.max_bytes >> 20} MiB)"})
