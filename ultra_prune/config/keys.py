@@ -88,13 +88,13 @@ KEYS = {
                                 "(GFLOPs at imgsz) or 'latency' (measured on latency_runtime at imgsz)", "choice",
                     choices=PRUNE_BY, example="flops"),
     "latency_runtime": Key("onnxruntime", "prune_by=latency: the runtime latency is measured on: 'onnxruntime', "
-                                          "'openvino', 'ncnn', 'mnn' (CPU, 1 thread) or 'torch' (the training device)", "choice",
-                           choices=LATENCY_RUNTIMES, example="onnxruntime"),
+                                          "'openvino', 'ncnn', 'mnn' (CPU, 1 thread) or 'torch' (the training "
+                                          "device)", "choice", choices=LATENCY_RUNTIMES, example="onnxruntime"),
     "latency_batch": Key(1, "prune_by=latency: the batch size latency is measured at", "number", low=1, integer=True,
                          example="1"),
     "latency_precision": Key("fp32", "prune_by=latency: the precision latency_runtime runs at here: 'fp32', 'fp16' "
-                                     "(openvino, ncnn, mnn) or 'int8' (onnxruntime static QDQ, openvino NNCF)", "choice",
-                             choices=LATENCY_PRECISIONS, example="int8"),
+                                     "(openvino, ncnn, mnn) or 'int8' (onnxruntime static QDQ, openvino NNCF)",
+                             "choice", choices=LATENCY_PRECISIONS, example="int8"),
     "latency_device": Key(None, "prune_by=latency: time on the device the model ships to, through the agent running "
                                 "there: http://host:port (http://TOKEN@host:port); its runtime and precision are the "
                                 "agent's (ultra-prune agent runtime=... precision=...)"),

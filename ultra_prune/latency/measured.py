@@ -138,6 +138,6 @@ def warn_latency_floor(cfg: PruneConfig, before: float, after: float, on: str = 
         return
     blocks = "and every residual block removed " if cfg.depth else ""
     log("warning", f"ultra-prune: prune={cfg.ratio:g} prune_by=latency cannot be reached on {on or cfg.runtime}: "
-                   f"with every layer at its floor (prune_min={cfg.floor}, prune_round={cfg.round_to}) {blocks}the model keeps "
-                   f"{after / before:.1%} of its predicted latency. Lower prune_min= or prune_round= (widths off the "
-                   "runtime's preferred multiple may run slower than predicted), or ask for less")
+                   f"with every layer at its floor (prune_min={cfg.floor}, prune_round={cfg.round_to}) {blocks}the "
+                   f"model keeps {after / before:.1%} of its predicted latency. Lower prune_min= or prune_round= "
+                   "(widths off the runtime's preferred multiple may run slower than predicted), or ask for less")

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from ultra_prune.config.keys import LATENCY_RUNTIMES  # noqa: F401 - the runtimes by name (one registry)
+from ultra_prune.config.keys import LATENCY_RUNTIMES  # the runtimes by name (one registry)
 from ultra_prune.errors import UltraPruneError
 from ultra_prune.latency.agent import Refused, backend_for, cpu_name, identity_key, interleaved_ms, median_ms  # noqa: F401
 from ultra_prune.pruning.cost import ConvShape

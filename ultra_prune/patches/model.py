@@ -1,4 +1,5 @@
-"""``Model.train`` validates the new arguments and picks the ultra-prune trainer of the model's task; ``Model.prune``."""
+"""``Model.train`` validates the new arguments and picks the ultra-prune trainer of the model's task;
+``Model.prune``."""
 
 from __future__ import annotations
 
