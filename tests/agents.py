@@ -26,9 +26,10 @@ def agent_env(runtime: str = "onnxruntime") -> str:
     venv = ROOT / f".venv-agent-{runtime}"
     python, stamp = venv / "bin" / "python", venv / "complete"
     if not stamp.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)], check=True)
         pins = [f"{p}=={importlib.metadata.version(p)}" for p in ("numpy", runtime)]
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *pins], check=True)
+        # (this interpreter's pip installs into it: a pip of its own would cost a few seconds per environment)
+        subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", *pins], check=True)
         stamp.touch()
     return str(python)
 

@@ -413,14 +413,16 @@ def test_a_pruning_made_again_with_less_does_not_warn_of_floors(tmp_path, exact_
     assert not [m for m in log if "cannot be reached" in m]
 
 
-def test_sparsity_target_by_latency_trains_to_a_recorded_prune(tmp_path, data_yaml, real_cache, monkeypatch,
-                                                               one_thread):
+def test_sparsity_target_by_latency_trains_to_a_recorded_prune(tmp_path, data_yaml, exact_timing, monkeypatch):
+    """On a synthetic runtime (the real ones are timed by the long tests): the target is a share of the predicted
+    latency, ``prune_round=auto`` is resolved and recorded, and ``prune`` reads both from the checkpoint."""
     from conftest import train_kwargs
     from ultralytics import YOLO
 
     from ultra_prune.commands.prune import prune
 
-    monkeypatch.setattr(latency, "cache_path", lambda: real_cache)
+    monkeypatch.setattr(latency, "cache_path", lambda: tmp_path / "latency.json")
+    monkeypatch.setattr(runtimes, "runtime_for", lambda name, device=None, *_, **__: Synthetic())
     YOLO("yolov8n.yaml").train(data=str(data_yaml), **train_kwargs(tmp_path, "lat", epochs=2, sparsity_target=0.5,
                                                                    prune_by="latency"))
     last = tmp_path / "lat" / "weights" / "last.pt"

@@ -136,23 +136,33 @@ def read_results(path) -> list[dict]:
         return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["polar", "prox", "grad"])
-def test_sparse_training_shrinks_gamma(tmp_path, data_yaml, mode):
+@pytest.fixture(scope="module")
+def plain_gamma(tmp_path_factory, data_yaml) -> float:
+    """The mean |gamma| after the same short run without sparsity (what each mode is compared to)."""
     from ultralytics import YOLO
 
-    YOLO("yolov8n.yaml").train(data=str(data_yaml), **train_kwargs(tmp_path, "plain", **FAST))
+    project = tmp_path_factory.mktemp("plain")
+    YOLO("yolov8n.yaml").train(data=str(data_yaml), **train_kwargs(project, "plain", **FAST))
+    return mean_gamma(project / "plain" / "weights" / "last.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["polar", "prox", "grad"])
+def test_sparse_training_shrinks_gamma(tmp_path, data_yaml, plain_gamma, mode):
+    from ultralytics import YOLO
+
+    plots = mode == "polar"  # (the histogram is drawn alike in every mode; ultralytics' plots cost seconds a run)
     YOLO("yolov8n.yaml").train(
-        data=str(data_yaml), **train_kwargs(tmp_path, "sparse", sparsity=2.0, sparsity_mode=mode, plots=True, **FAST)
+        data=str(data_yaml), **train_kwargs(tmp_path, "sparse", sparsity=2.0, sparsity_mode=mode, plots=plots, **FAST)
     )
-    plain, sparse = (mean_gamma(tmp_path / n / "weights" / "last.pt") for n in ("plain", "sparse"))
+    plain, sparse = plain_gamma, mean_gamma(tmp_path / "sparse" / "weights" / "last.pt")
     # grad mode adds lambda*sign(gamma) before clip_grad_norm_(10), which scales the whole step down: one epoch
     # moves mean |gamma| by only 0.04-0.06 here (0.945 in isolation, 0.961 in the full 8.2.18 suite), prox/polar ~0.3
     assert sparse < plain - (0.02 if mode == "grad" else 0.05), (plain, sparse)
     rows = read_results(tmp_path / "sparse" / "results.csv")
     assert float(rows[-1]["sparsity/gamma_mean"]) == pytest.approx(sparse, rel=1e-2)  # the EMA that is saved
     assert "sparsity/gamma<0.01" in rows[0] and "sparsity/gamma<0.001" in rows[0]
-    assert (tmp_path / "sparse" / "gamma_hist.png").stat().st_size > 10_000
+    assert not plots or (tmp_path / "sparse" / "gamma_hist.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow

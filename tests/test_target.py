@@ -120,22 +120,24 @@ def read_csv(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optimizer", ["auto", "SGD", "AdamW"])
+@pytest.mark.parametrize("optimizer", ["auto", "SGD"])
 def test_training_reaches_the_target_with_any_optimizer(tmp_path, data_yaml, optimizer):
-    """5 epochs with each stock optimizer at its own lr: the saved model has >= target zeroed, results.csv tracks it,
-    and ``prune`` with no ``prune=`` removes exactly the zeroed channels with unchanged outputs."""
+    """5 epochs with SGD and with ``auto`` (AdamW at a run this short) at their own lr: the saved model has >= target
+    zeroed, results.csv tracks it, and ``prune`` with no ``prune=`` removes exactly the zeroed channels with unchanged
+    outputs."""
     from ultralytics import YOLO
 
     from ultra_prune.commands.prune import prune
 
+    plots = optimizer == "auto"  # (drawn alike with any optimizer; ultralytics' plots cost seconds a run)
     YOLO("yolov8n.yaml").train(data=str(data_yaml), **train_kwargs(tmp_path, "t", epochs=5, optimizer=optimizer,
-                                                                  sparsity_target=0.5, plots=True))
+                                                                  sparsity_target=0.5, plots=plots))
     run = tmp_path / "t"
     rows = read_csv(run / "results.csv")
     assert len(rows) == 5 and float(rows[-1]["sparsity/target"]) == 0.5
     reached = [float(r["sparsity/reached"]) for r in rows]
     assert reached[0] < 0.5 <= reached[-1]
-    assert (run / "gamma_hist.png").stat().st_size > 0
+    assert not plots or (run / "gamma_hist.png").stat().st_size > 0
 
     last = run / "weights" / "last.pt"
     model = YOLO(str(last)).model.float().eval()
