@@ -18,16 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 AGENT = Path(agent.__file__)
 
 
-def agent_env(runtime: str = "onnxruntime") -> str:
-    """The python of a virtual environment with only numpy and ``runtime`` (the versions installed here): what a
-    device needs. Made once, as .venv-agent-<runtime> (pip's cache makes it quick); a stamp marks it complete."""
+def agent_env(runtime: str = "onnxruntime", packages: list[str] | None = None) -> str:
+    """The python of a virtual environment with only numpy and ``runtime`` (the versions installed here), or only
+    ``packages``: what a device needs. Made once, as .venv-agent-<runtime> (pip's cache makes it quick); a stamp marks
+    it complete."""
     import importlib.metadata
 
     venv = ROOT / f".venv-agent-{runtime}"
     python, stamp = venv / "bin" / "python", venv / "complete"
     if not stamp.exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)], check=True)
-        pins = [f"{p}=={importlib.metadata.version(p)}" for p in ("numpy", runtime)]
+        pins = packages or [f"{p}=={importlib.metadata.version(p)}" for p in ("numpy", runtime)]
         # (this interpreter's pip installs into it: a pip of its own would cost a few seconds per environment)
         subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", *pins], check=True)
         stamp.touch()

@@ -163,3 +163,26 @@ def test_an_mnn_agent_in_its_own_environment():
         assert status == 200 and len(answer["ms"]) == 2 and all(ms > 0 for ms in answer["ms"])
     finally:
         a.stop()
+
+
+@pytest.mark.long  # (its environment downloads TensorFlow, which onnx2tf converts with; a conversion takes a second)
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_litert_agent_in_its_own_environment(precision):
+    """A LiteRT agent (onnx2tf, which brings ai-edge-litert and TensorFlow; no torch) converts the ONNX models of a
+    request as ultralytics' onnx2tf export did, and times them on LiteRT."""
+    from agents import Running, agent_env
+
+    python = agent_env("litert", ["onnx2tf"])
+    assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
+    a = Running(python, "runtime=litert", f"precision={precision}")
+    try:
+        status, who = request(a.url, "/identity")
+        assert status == 200 and who["runtime"] == "litert" and who["precision"] == precision
+        status, answer = request(a.url, "/time", conv_request(2, runs=5))
+        assert status == 200 and len(answer["ms"]) == 2 and all(ms > 0 for ms in answer["ms"])
+        junk = {"models": [{"onnx": base64.b64encode(b"not a model").decode(), "shape": [1, 8, 16, 16]}]}
+        status, answer = request(a.url, "/time", json.dumps(junk).encode())
+        assert status == 400 and "litert" in answer["error"]  # a model it cannot convert: refused, and it stays up
+        assert request(a.url, "/identity")[0] == 200
+    finally:
+        a.stop()

@@ -254,6 +254,14 @@ def test_openvino_missing_is_one_clear_error(monkeypatch):
         runtimes.runtime_for("openvino")
 
 
+def test_litert_missing_is_one_clear_error_that_points_to_an_agent(monkeypatch):
+    """Without onnx2tf here (it pins its own numpy, onnx and protobuf), the error names its package and the agent in
+    an environment of its own."""
+    monkeypatch.setitem(sys.modules, "onnx2tf", None)
+    with pytest.raises(UltraPruneError, match=r"pip install onnx2tf.*runtime=litert.*latency_device="):
+        runtimes.runtime_for("litert")
+
+
 def test_openvino_runs_one_conv():
     pytest.importorskip("openvino")
     shape = ConvShape((3, 3), (1, 1), (1, 1), (1, 1), 1, 16, 16, 1, True)

@@ -61,7 +61,7 @@ OFF = (None, 0, 0.0)  # a share of 0 means 'off' and is not checked
 # registered here (latency.runtimes reads them; the stand-alone agent keeps its own copy, checked by the same test).
 PRUNE_BY = ("channels", "flops", "latency")
 PRUNE_IMPORTANCES = ("auto", "taylor", "l1", "relative")
-LATENCY_RUNTIMES = ("onnxruntime", "openvino", "ncnn", "mnn", "torch")
+LATENCY_RUNTIMES = ("onnxruntime", "openvino", "ncnn", "mnn", "litert", "torch")
 LATENCY_PRECISIONS = ("fp32", "fp16", "int8")
 SPARSITY_MODES = ("prox", "polar", "grad")
 DISTILL_LOSSES = ("auto", "logit", "feature")
@@ -88,12 +88,14 @@ KEYS = {
                                 "(GFLOPs at imgsz) or 'latency' (measured on latency_runtime at imgsz)", "choice",
                     choices=PRUNE_BY, example="flops"),
     "latency_runtime": Key("onnxruntime", "prune_by=latency: the runtime latency is measured on: 'onnxruntime', "
-                                          "'openvino', 'ncnn', 'mnn' (CPU, 1 thread) or 'torch' (the training "
-                                          "device)", "choice", choices=LATENCY_RUNTIMES, example="onnxruntime"),
+                                          "'openvino', 'ncnn', 'mnn', 'litert' (CPU, 1 thread) or 'torch' (the "
+                                          "training device)", "choice", choices=LATENCY_RUNTIMES,
+                           example="onnxruntime"),
     "latency_batch": Key(1, "prune_by=latency: the batch size latency is measured at", "number", low=1, integer=True,
                          example="1"),
     "latency_precision": Key("fp32", "prune_by=latency: the precision latency_runtime runs at here: 'fp32', 'fp16' "
-                                     "(openvino, ncnn, mnn) or 'int8' (onnxruntime static QDQ, openvino NNCF)",
+                                     "(openvino, ncnn, mnn) or 'int8' (onnxruntime static QDQ, openvino NNCF, "
+                                     "litert integer quantization)",
                              "choice", choices=LATENCY_PRECISIONS, example="int8"),
     "latency_device": Key(None, "prune_by=latency: time on the device the model ships to, through the agent running "
                                 "there: http://host:port (http://TOKEN@host:port); its runtime and precision are the "

@@ -10,10 +10,10 @@ runs too: ``python agent.py ...``)::
 It takes ONNX models only (never code or pickles), measures each request in a child process (a runtime that crashes
 on a model or overruns the time cap costs that request only), and runs them as the runtime's own users do:
 onnxruntime's CPU session (int8: static QDQ quantization), OpenVINO's compiled model (int8: NNCF), ncnn (converted
-by pnnx), MNN (converted by its own converter). Each model gets a warm-up, then the median of repeated runs; the
-models of one request are timed interleaved (one run of each per round), so a change of load hits them alike. Every
-answer carries the agent's identity (runtime and version, precision, device, threads): the trainer keys its cache on
-it.
+by pnnx), MNN (converted by its own converter), LiteRT (converted by onnx2tf). Each model gets a warm-up, then the
+median of repeated runs; the models of one request are timed interleaved (one run of each per round), so a change of
+load hits them alike. Every answer carries the agent's identity (runtime and version, precision, device, threads):
+the trainer keys its cache on it.
 
 HTTP: ``GET /identity``; ``POST /time`` with ``{"models": [{"onnx": <base64>, "shape": [n, c, h, w]}, ...],
 "interleaved": bool, "rounds", "runs", "min_s", "warmup"}`` answers ``{"identity": ..., "ms": [...]}``; errors
@@ -41,7 +41,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Callable
 
-RUNTIMES = ("onnxruntime", "openvino", "ncnn", "mnn")
+RUNTIMES = ("onnxruntime", "openvino", "ncnn", "mnn", "litert")
 PRECISIONS = ("fp32", "fp16", "int8")
 KIT, TABLE = "kit.json", "table.json"  # what the training machine writes into a kit, and what the agent adds
 
@@ -308,7 +308,62 @@ class MnnBackend(Backend):
         return lambda: net.runSession(session)
 
 
-BACKENDS = {b.name: b for b in (OnnxRuntimeBackend, OpenVinoBackend, NcnnBackend, MnnBackend)}
+SAMPLES = "calibration_image_sample_data_20x128x128x3_float32.npy"  # what onnx2tf looks for in its working folder
+
+
+class LiteRtBackend(Backend):
+    """LiteRT (TensorFlow Lite) with its default CPU delegate (XNNPACK) and ``threads`` threads, the ONNX model
+    converted by onnx2tf as ultralytics' TFLite export made it before 8.4 (float input and output; int8: integer
+    quantization calibrated on a few random inputs, its ``_integer_quant`` model). The converter needs TensorFlow: it
+    is imported once when the agent starts, so each request's child process has it."""
+
+    name, precisions = "litert", ("fp32", "int8")
+
+    def version(self) -> str:
+        import importlib.metadata
+
+        try:
+            import onnx2tf  # noqa: F401 - here, not per request: importing TensorFlow takes seconds
+            from ai_edge_litert.interpreter import Interpreter  # noqa: F401 - the runtime, not only its metadata
+        except ImportError:
+            raise Refused("runtime=litert runs ai-edge-litert on models onnx2tf converts (with TensorFlow): "
+                          "pip install onnx2tf, which brings both") from None
+        return importlib.metadata.version("ai-edge-litert")
+
+    def session(self, onnx, shape):
+        import numpy as np
+        import onnx2tf
+        from ai_edge_litert.interpreter import Interpreter
+
+        out, extra = onnx.parent / "litert", {}
+        if self.precision == "int8":
+            import onnx as onnx_lib
+
+            name = onnx_lib.load(str(onnx), load_external_data=False).graph.input[0].name
+            n, c, h, w = shape
+            np.save(onnx.parent / "calibration.npy", np.stack([x[0] for x in _calibration([1, h, w, c], n=4)]))
+            extra = dict(output_integer_quantized_tflite=True, quant_type="per-channel",
+                         custom_input_op_name_np_data_path=[[name, str(onnx.parent / "calibration.npy"), 0.0, 1.0]])
+        # onnx2tf checks a 3-channel model on sample images it downloads unless the working folder has them: some
+        # random ones, there (its check only compares TensorFlow's outputs with ONNX's)
+        np.save(onnx.parent / SAMPLES, np.stack(_calibration([128, 128, 3], n=20)))
+        cwd = os.getcwd()
+        os.chdir(onnx.parent)
+        try:
+            onnx2tf.convert(input_onnx_file_path=str(onnx), output_folder_path=str(out), non_verbose=True, **extra)
+        finally:
+            os.chdir(cwd)
+        model = out / f"{onnx.stem}_{'integer_quant' if self.precision == 'int8' else 'float32'}.tflite"
+        if not model.exists():
+            raise Refused(f"onnx2tf wrote no {model.name}")
+        interpreter = Interpreter(model_path=str(model), num_threads=self.threads)
+        interpreter.allocate_tensors()
+        x = interpreter.get_input_details()[0]
+        interpreter.set_tensor(x["index"], np.zeros(x["shape"], x["dtype"]))  # (NHWC, as onnx2tf lays it out)
+        return interpreter.invoke
+
+
+BACKENDS = {b.name: b for b in (OnnxRuntimeBackend, OpenVinoBackend, NcnnBackend, MnnBackend, LiteRtBackend)}
 
 
 def backend_for(runtime: str, precision: str, threads: int) -> Backend:

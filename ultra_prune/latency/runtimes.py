@@ -23,7 +23,10 @@ from ultra_prune.pruning.cost import ConvShape
 
 PACKAGES = {"onnxruntime": "pip install 'ultra-prune[onnx]' (or pip install onnx onnxruntime)",
             "openvino": "pip install 'ultra-prune[openvino]'", "ncnn": "pip install ncnn; pip install --no-deps pnnx",
-            "mnn": "pip install MNN"}
+            "mnn": "pip install MNN",
+            "litert": "onnx2tf pins its own numpy, onnx and protobuf, so give it a virtual environment of its own "
+                      "(pip install onnx2tf), run `ultra-prune agent runtime=litert` there and prune with "
+                      "latency_device=http://127.0.0.1:8765"}
 
 
 def conv_onnx(shape: ConvShape, cin: int, cout: int) -> bytes:
