@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -148,6 +150,23 @@ def test_a_runtime_that_crashes_costs_the_request_only():
         agent.measure_apart(Crashing("fp32", 1), [(b"onnx", [1, 3, 8, 8])], agent.Plan(), 30)
 
 
+def test_a_runtime_that_exits_costs_the_request_only():
+    """A converter that ends with sys.exit (onnx2tf does, on a model it cannot convert): the request is refused, and
+    the child that measured it never runs on in the caller's code."""
+
+    class Exiting(agent.Backend):
+        name, precisions = "exiting", ("fp32",)
+
+        def version(self):
+            return "0"
+
+        def session(self, onnx, shape):
+            sys.exit(1)
+
+    with pytest.raises(agent.Refused, match="SystemExit"):
+        agent.measure_apart(Exiting("fp32", 1), [(b"onnx", [1, 3, 8, 8])], agent.Plan(), 30)
+
+
 def test_an_mnn_agent_in_its_own_environment():
     """An MNN agent (numpy and the MNN wheel only: it converts ONNX with its own converter) answers with its identity
     and times the models of a request."""
@@ -182,7 +201,7 @@ def test_a_litert_agent_in_its_own_environment(precision):
         assert status == 200 and len(answer["ms"]) == 2 and all(ms > 0 for ms in answer["ms"])
         junk = {"models": [{"onnx": base64.b64encode(b"not a model").decode(), "shape": [1, 8, 16, 16]}]}
         status, answer = request(a.url, "/time", json.dumps(junk).encode())
-        assert status == 400 and "litert" in answer["error"]  # a model it cannot convert: refused, and it stays up
+        assert status == 400 and re.search("litert|onnx2tf", answer["error"])  # refused, and it stays up
         assert request(a.url, "/identity")[0] == 200
     finally:
         a.stop()

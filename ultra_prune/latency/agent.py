@@ -23,7 +23,9 @@ answer ``{"error": ...}`` with a 4xx/5xx status, and the agent stays up. ``Autho
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
+import io
 import ipaddress
 import json
 import os
@@ -342,15 +344,20 @@ class LiteRtBackend(Backend):
             name = onnx_lib.load(str(onnx), load_external_data=False).graph.input[0].name
             n, c, h, w = shape
             np.save(onnx.parent / "calibration.npy", np.stack([x[0] for x in _calibration([1, h, w, c], n=4)]))
-            extra = dict(output_integer_quantized_tflite=True, quant_type="per-channel",
+            extra = dict(output_integer_quantized_tflite=True,
                          custom_input_op_name_np_data_path=[[name, str(onnx.parent / "calibration.npy"), 0.0, 1.0]])
         # onnx2tf checks a 3-channel model on sample images it downloads unless the working folder has them: some
         # random ones, there (its check only compares TensorFlow's outputs with ONNX's)
         np.save(onnx.parent / SAMPLES, np.stack(_calibration([128, 128, 3], n=20)))
-        cwd = os.getcwd()
+        cwd, said = os.getcwd(), io.StringIO()
         os.chdir(onnx.parent)
-        try:
-            onnx2tf.convert(input_onnx_file_path=str(onnx), output_folder_path=str(out), non_verbose=True, **extra)
+        try:  # (ultralytics' own settings; onnx2tf ends with sys.exit on a model it cannot convert)
+            with contextlib.redirect_stdout(said):
+                onnx2tf.convert(input_onnx_file_path=str(onnx), output_folder_path=str(out), non_verbose=True,
+                                not_use_onnxsim=True, quant_type="per-tensor", disable_group_convolution=True,
+                                enable_batchmatmul_unfold=True, output_signaturedefs=True, **extra)
+        except SystemExit:
+            raise Refused(f"onnx2tf could not convert the model: {' '.join(said.getvalue().split())[-300:]}") from None
         finally:
             os.chdir(cwd)
         model = out / f"{onnx.stem}_{'integer_quant' if self.precision == 'int8' else 'float32'}.tflite"
@@ -436,10 +443,12 @@ def measure_apart(backend: Backend, models: list[tuple[bytes, list[int]]], plan:
             out = {"ms": measure(backend, models, plan, time.monotonic() + limit)}
         except TooLong as e:
             out = {"too_long": str(e)}
-        except Exception as e:  # noqa: BLE001 - whatever stops a measurement is the request's answer
+        except BaseException as e:  # noqa: BLE001 - whatever stops a measurement (sys.exit too) is the request's answer
             out = {"refused": str(e) if isinstance(e, Refused) else f"{type(e).__name__}: {e}"}
-        os.write(write, json.dumps(out).encode())
-        os._exit(0)
+        try:
+            os.write(write, json.dumps(out).encode())
+        finally:  # never back into the server's code: the child leaves here, whatever happened
+            os._exit(0)
     os.close(write)
     answer, end = b"", time.monotonic() + limit + 10
     try:
