@@ -41,11 +41,12 @@ from ultra_prune.latency import table as latency
 
 TARGETS = ("onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "openvino:int8", "ncnn:fp32", "mnn:fp32",
            "litert:fp32")
-# what a device needs besides numpy, per target (pnnx without its torch: its converter is a binary)
-PACKAGES = {"onnxruntime:fp32": ["onnxruntime"], "onnxruntime:int8": ["onnxruntime", "onnx"],
-            "openvino:fp32": ["openvino"], "openvino:int8": ["openvino", "nncf"], "ncnn:fp32": ["ncnn"],
-            "ncnn:fp16": ["ncnn"], "mnn:fp32": ["MNN"], "mnn:fp16": ["MNN"], "litert:fp32": ["onnx2tf"],
-            "litert:int8": ["onnx2tf"]}  # (onnx2tf brings ai-edge-litert, TensorFlow and its own numpy)
+# what a device needs, per target (pnnx without its torch: its converter is a binary; onnx2tf brings ai-edge-litert,
+# TensorFlow and a numpy of its own)
+PACKAGES = {"onnxruntime:fp32": ["numpy", "onnxruntime"], "onnxruntime:int8": ["numpy", "onnxruntime", "onnx"],
+            "openvino:fp32": ["numpy", "openvino"], "openvino:int8": ["numpy", "openvino", "nncf"],
+            "ncnn:fp32": ["numpy", "ncnn"], "ncnn:fp16": ["numpy", "ncnn"], "mnn:fp32": ["numpy", "MNN"],
+            "mnn:fp16": ["numpy", "MNN"], "litert:fp32": ["onnx2tf"], "litert:int8": ["onnx2tf"]}
 
 
 def device_env(out: Path, target: str) -> str:
@@ -55,7 +56,7 @@ def device_env(out: Path, target: str) -> str:
     if not stamp.exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         pins = []
-        for p in ([] if target.startswith("litert") else ["numpy"]) + PACKAGES[target]:
+        for p in PACKAGES[target]:
             try:
                 pins.append(f"{p}=={importlib.metadata.version(p)}")
             except importlib.metadata.PackageNotFoundError:

@@ -342,8 +342,8 @@ class LiteRtBackend(Backend):
             import onnx as onnx_lib
 
             name = onnx_lib.load(str(onnx), load_external_data=False).graph.input[0].name
-            n, c, h, w = shape
-            np.save(onnx.parent / "calibration.npy", np.stack([x[0] for x in _calibration([1, h, w, c], n=4)]))
+            _, c, h, w = shape
+            np.save(onnx.parent / "calibration.npy", np.stack(_calibration([h, w, c])))  # (NHWC, as onnx2tf reads)
             extra = dict(output_integer_quantized_tflite=True,
                          custom_input_op_name_np_data_path=[[name, str(onnx.parent / "calibration.npy"), 0.0, 1.0]])
         # onnx2tf checks a 3-channel model on sample images it downloads unless the working folder has them: some
