@@ -22,12 +22,8 @@ the budget there.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
-import socket
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -36,66 +32,19 @@ import torch
 from torch import nn
 
 from ultra_prune.commands.prune import prune
-from ultra_prune.latency import agent as agent_module
 from ultra_prune.latency import table as latency
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from agents import Running, agent_env  # noqa: E402 - the agent as the tests run it
 
 TARGETS = ("onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "openvino:int8", "ncnn:fp32", "mnn:fp32",
            "litert:fp32")
-# what a device needs, per target (pnnx without its torch: its converter is a binary; onnx2tf brings ai-edge-litert,
-# TensorFlow and a numpy of its own)
-PACKAGES = {"onnxruntime:fp32": ["numpy", "onnxruntime"], "onnxruntime:int8": ["numpy", "onnxruntime", "onnx"],
-            "openvino:fp32": ["numpy", "openvino"], "openvino:int8": ["numpy", "openvino", "nncf"],
-            "ncnn:fp32": ["numpy", "ncnn"], "ncnn:fp16": ["numpy", "ncnn"], "mnn:fp32": ["numpy", "MNN"],
-            "mnn:fp16": ["numpy", "MNN"], "litert:fp32": ["onnx2tf"], "litert:int8": ["onnx2tf"]}
 
 
-def device_env(out: Path, target: str) -> str:
-    """The python of a virtual environment with numpy and the target's runtime only (made once under ``out``)."""
-    venv = out / f"venv-{target.replace(':', '-')}"
-    python, stamp = venv / "bin" / "python", venv / "complete"
-    if not stamp.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        pins = []
-        for p in PACKAGES[target]:
-            try:
-                pins.append(f"{p}=={importlib.metadata.version(p)}")
-            except importlib.metadata.PackageNotFoundError:
-                pins.append(p)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *pins], check=True)
-        if target.startswith("ncnn"):
-            subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "pnnx"], check=True)
-        stamp.touch()
-    return str(python)
-
-
-class Agent:
-    """An agent process on a free loopback port."""
-
-    def __init__(self, python: str, target: str, *args: str):
-        runtime, precision = target.split(":")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc = subprocess.Popen([python, agent_module.__file__, f"runtime={runtime}", f"precision={precision}",
-                                      f"port={self.port}", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-        said = []  # up to the line with its address (a runtime may print a banner first: MNN does)
-        while not said or ("on http://" not in said[-1] and said[-1]):
-            said.append(self.proc.stdout.readline())
-        if "on http://" not in said[-1]:
-            raise RuntimeError(f"the {target} agent did not start: {''.join(said)}")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # its log must not fill the pipe
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+def start_agent(out: Path, target: str, *args: str) -> Running:
+    """An agent of ``target`` (runtime:precision) on a free loopback port, in its own environment under ``out``."""
+    runtime, precision = target.split(":")
+    return Running(agent_env(runtime, precision, out), f"runtime={runtime}", f"precision={precision}", *args)
 
 
 def random_model(yaml: str, seed: int = 0) -> nn.Module:
@@ -114,11 +63,10 @@ def random_model(yaml: str, seed: int = 0) -> nn.Module:
 def budget(a) -> None:
     rows = []
     for target in a.targets:
-        python = device_env(a.out, target)
         for yaml in a.models:
             model = random_model(yaml)
             for cut in a.cuts:
-                agent = Agent(python, target)
+                agent = start_agent(a.out, target)
                 t0 = time.perf_counter()
                 _, report = prune(model, cut, prune_by="latency", latency_device=agent.url, imgsz=a.imgsz,
                                   prune_round=a.round, verbose=False, report_files=False)
@@ -151,8 +99,7 @@ def there(a) -> None:
     from ultra_prune.latency.remote import Remote
     from ultra_prune.latency.runtimes import Local
 
-    python = device_env(a.out, "onnxruntime:fp32")
-    agent = Agent(python, "onnxruntime:fp32", f"threads={a.threads}")
+    agent = start_agent(a.out, "onnxruntime:fp32", f"threads={a.threads}")
     model = random_model(a.model)
     try:
         here, rep_here = prune(model, a.cut, prune_by="latency", imgsz=a.imgsz, prune_round=a.round,

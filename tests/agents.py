@@ -1,8 +1,9 @@
-"""The latency agent as a device runs it, for the tests: a virtual environment with only numpy and onnxruntime (no
-torch), and agent processes on loopback ports."""
+"""The latency agent as a device runs it, for the tests and ``benchmarks/bench_device.py``: a virtual environment with
+numpy and one runtime only (no torch), and agent processes on loopback ports."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import socket
 import subprocess
 import sys
@@ -10,34 +11,42 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from ultra_prune.latency import agent
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = Path(agent.__file__)
+# what a device needs, per runtime (pnnx without its torch: its converter is a binary; onnx2tf brings ai-edge-litert,
+# TensorFlow and a numpy of its own; onnxruntime's int8 quantizes with onnx, OpenVINO's with NNCF)
+PACKAGES = {"onnxruntime": ["numpy", "onnxruntime"], "openvino": ["numpy", "openvino"], "ncnn": ["numpy", "ncnn"],
+            "mnn": ["numpy", "MNN"], "litert": ["onnx2tf"]}
+INT8_PACKAGES = {"onnxruntime": ["onnx"], "openvino": ["nncf"]}
+NO_DEPS = {"ncnn": ["pnnx"]}
 
 
-def agent_env(runtime: str = "onnxruntime", packages: list[str] | None = None) -> str:
-    """The python of a virtual environment with only numpy and ``runtime`` (the versions installed here), or only
-    ``packages``: what a device needs. Made once, as .venv-agent-<runtime> (pip's cache makes it quick); a stamp marks
-    it complete."""
-    import importlib.metadata
-
-    venv = ROOT / f".venv-agent-{runtime}"
+def agent_env(runtime: str = "onnxruntime", precision: str = "fp32", folder: Path = ROOT) -> str:
+    """The python of a virtual environment with what an agent of ``runtime`` at ``precision`` needs and nothing else,
+    each package at the version installed here where there is one. Made once, as ``folder/.venv-agent-<runtime>``
+    (``-int8`` for int8); a stamp marks it complete."""
+    venv = folder / f".venv-agent-{runtime}{'-int8' if precision == 'int8' else ''}"
     python, stamp = venv / "bin" / "python", venv / "complete"
     if not stamp.exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)], check=True)
-        pins = packages or [f"{p}=={importlib.metadata.version(p)}" for p in ("numpy", runtime)]
+        packages = PACKAGES[runtime] + (INT8_PACKAGES.get(runtime, []) if precision == "int8" else [])
         # (this interpreter's pip installs into it: a pip of its own would cost a few seconds per environment)
-        subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", *pins], check=True)
+        pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
+        subprocess.run([*pip, *map(pinned, packages)], check=True)
+        if runtime in NO_DEPS:
+            subprocess.run([*pip, "--no-deps", *NO_DEPS[runtime]], check=True)
         stamp.touch()
     return str(python)
 
 
-@pytest.fixture(scope="session")
-def agent_python() -> str:
-    return agent_env("onnxruntime")
+def pinned(package: str) -> str:
+    """``package==<the version installed here>``, or ``package`` where it is not installed here."""
+    try:
+        return f"{package}=={importlib.metadata.version(package)}"
+    except importlib.metadata.PackageNotFoundError:
+        return package
 
 
 def free_port() -> int:
@@ -47,38 +56,31 @@ def free_port() -> int:
 
 
 class Running:
-    """An agent process: ``url``, ``stop()``."""
+    """An agent process started with ``args`` (key=value): ``url``, ``said`` (what it printed up to its address),
+    ``stop()``."""
 
     def __init__(self, python: str, *args: str, port: int | None = None):
         self.port = port or free_port()
         self.proc = subprocess.Popen([python, str(AGENT), f"port={self.port}", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.first = self.proc.stdout.readline()
+        lines = []  # up to the line with its address (a runtime may print a banner first: MNN does)
+        while not lines or ("on http://" not in lines[-1] and lines[-1]):
+            lines.append(self.proc.stdout.readline())
+        self.said = "".join(lines)
+        if "on http://" not in lines[-1]:
+            self.proc.wait()
+            raise RuntimeError(f"the agent exited: {self.said}")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # its log must not fill the pipe
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # its log must not fill the pipe
                 return
             except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"the agent exited: {self.first}{self.proc.stdout.read()}")
                 time.sleep(0.1)
-        raise RuntimeError("the agent did not start listening")
+        self.stop()
+        raise RuntimeError(f"the agent did not start listening: {self.said}")
 
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait()
-
-
-@pytest.fixture
-def running(agent_python):
-    started = []
-
-    def start(*args):
-        started.append(Running(agent_python, *args))
-        return started[-1]
-
-    yield start
-    for a in started:
-        a.stop()

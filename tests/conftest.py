@@ -30,6 +30,30 @@ def data_yaml(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("shapes"), n_train=24, n_val=8, imgsz=IMGSZ)
 
 
+@pytest.fixture(scope="session")
+def agent_python() -> str:
+    """The python of an onnxruntime agent's own environment (numpy and onnxruntime, no torch)."""
+    from agents import agent_env
+
+    return agent_env("onnxruntime")
+
+
+@pytest.fixture
+def running(agent_python):
+    """Starts onnxruntime agents (``running(*key=value)`` -> ``agents.Running``); stops them after the test."""
+    from agents import Running
+
+    started = []
+
+    def start(*args):
+        started.append(Running(agent_python, *args))
+        return started[-1]
+
+    yield start
+    for a in started:
+        a.stop()
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Small models at 64-128 px: one thread is as fast, and two stall badly when other jobs share the cores."""

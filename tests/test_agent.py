@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from agents import AGENT, agent_python, running  # noqa: F401 - fixtures
+from agents import AGENT, Running, agent_env
 
 from ultra_prune.latency import agent
 
@@ -46,7 +46,7 @@ def test_it_answers_with_its_identity_and_timings(running):
     a = running("threads=1")
     status, who = request(a.url, "/identity")
     assert status == 200 and who["runtime"] == "onnxruntime" and who["precision"] == "fp32" and who["threads"] == 1
-    assert "127.0.0.1" in a.first  # loopback by default
+    assert "127.0.0.1" in a.said  # loopback by default
     status, answer = request(a.url, "/time", conv_request(2, interleaved=True, rounds=5))
     assert status == 200 and answer["identity"] == who and len(answer["ms"]) == 2
     assert all(0 < ms < 1000 for ms in answer["ms"])
@@ -119,8 +119,6 @@ def test_an_offline_kit_gets_its_table(agent_python, tmp_path):
 
 
 def test_an_openvino_agent_in_its_own_environment(tmp_path):
-    from agents import Running, agent_env
-
     python = agent_env("openvino")
     assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
     a = Running(python, "runtime=openvino")
@@ -170,9 +168,7 @@ def test_a_runtime_that_exits_costs_the_request_only():
 def test_an_mnn_agent_in_its_own_environment():
     """An MNN agent (numpy and the MNN wheel only: it converts ONNX with its own converter) answers with its identity
     and times the models of a request."""
-    from agents import Running, agent_env
-
-    python = agent_env("MNN")
+    python = agent_env("mnn")
     assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
     a = Running(python, "runtime=mnn")
     try:
@@ -189,9 +185,7 @@ def test_an_mnn_agent_in_its_own_environment():
 def test_a_litert_agent_in_its_own_environment(precision):
     """A LiteRT agent (onnx2tf, which brings ai-edge-litert and TensorFlow; no torch) converts the ONNX models of a
     request as ultralytics' onnx2tf export did, and times them on LiteRT."""
-    from agents import Running, agent_env
-
-    python = agent_env("litert", ["onnx2tf"])
+    python = agent_env("litert")
     assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
     a = Running(python, "runtime=litert", f"precision={precision}")
     try:

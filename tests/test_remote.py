@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from agents import AGENT, Running, agent_python, free_port, running  # noqa: F401 - fixtures
+from agents import AGENT, Running, free_port
 from helpers import base
 
 from ultra_prune.commands.prune import prune
