@@ -256,6 +256,7 @@ def test_fine_tuning_a_pruned_checkpoint_keeps_its_architecture(target_run, tmp_
         assert ds.model_digests(ds.load_model(tmp_path / "ft" / "weights" / name))["arch"] == arch
 
 
+@pytest.mark.timed
 def test_one_shot_prune_by_latency_of_a_yaml_model_under_ddp(tmp_path, data_yaml):
     """``YOLO('yolov8n.yaml').train(prune=0.5 prune_by=latency)`` (each rank builds the model from the yaml) where
     the latency cache cannot be written (its folder's name is taken by a file): rank 0 measures the latency table and

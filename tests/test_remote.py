@@ -40,6 +40,7 @@ def entries(path) -> dict:
 
 
 @pytest.mark.long  # (every conv of yolov8n timed on an agent: about 40 s)
+@pytest.mark.timed
 def test_the_pruner_gets_every_timing_from_the_agent_and_again_needs_none(running, cache):
     a = running()
     model = base("yolov8n.yaml")
