@@ -3,6 +3,7 @@ numpy and one runtime only (no torch), and agent processes on loopback ports."""
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import socket
 import subprocess
@@ -23,22 +24,29 @@ INT8_PACKAGES = {"onnxruntime": ["onnx"], "openvino": ["nncf"]}
 NO_DEPS = {"ncnn": ["pnnx"]}
 
 
-def agent_env(runtime: str = "onnxruntime", precision: str = "fp32", folder: Path = ROOT) -> str:
+def agent_env(runtime: str, precision: str = "fp32", folder: Path = ROOT) -> str:
     """The python of a virtual environment with what an agent of ``runtime`` at ``precision`` needs and nothing else,
     each package at the version installed here where there is one. Made once, as ``folder/.venv-agent-<runtime>``
-    (``-int8`` for int8); a stamp marks it complete."""
+    (``-int8`` for int8), by one process at a time (CI's lanes may both ask); a stamp marks it complete."""
     venv = folder / f".venv-agent-{runtime}{'-int8' if precision == 'int8' else ''}"
     python, stamp = venv / "bin" / "python", venv / "complete"
-    if not stamp.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)], check=True)
-        packages = PACKAGES[runtime] + (INT8_PACKAGES.get(runtime, []) if precision == "int8" else [])
-        # (this interpreter's pip installs into it: a pip of its own would cost a few seconds per environment)
-        pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
-        subprocess.run([*pip, *map(pinned, packages)], check=True)
-        if runtime in NO_DEPS:
-            subprocess.run([*pip, "--no-deps", *NO_DEPS[runtime]], check=True)
-        stamp.touch()
+    with open(f"{venv}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (released when the file closes)
+        if not stamp.exists():
+            make_env(venv, python, runtime, precision)
+            stamp.touch()
     return str(python)
+
+
+def make_env(venv: Path, python: Path, runtime: str, precision: str) -> None:
+    """``venv`` made anew with the packages of ``runtime`` at ``precision`` (``PACKAGES`` and the tables after it)."""
+    subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)], check=True)
+    packages = PACKAGES[runtime] + (INT8_PACKAGES.get(runtime, []) if precision == "int8" else [])
+    # (this interpreter's pip installs into it: a pip of its own would cost a few seconds per environment)
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
+    subprocess.run([*pip, *map(pinned, packages)], check=True)
+    if runtime in NO_DEPS:
+        subprocess.run([*pip, "--no-deps", *NO_DEPS[runtime]], check=True)
 
 
 def pinned(package: str) -> str:

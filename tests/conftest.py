@@ -30,6 +30,14 @@ def data_yaml(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("shapes"), n_train=24, n_val=8, imgsz=IMGSZ)
 
 
+@pytest.hookimpl(tryfirst=True)  # (before -m selects on the markers)
+def pytest_collection_modifyitems(items):
+    """A test marked ``timed`` is ``long`` as well: out of the README's command, and in CI only where it runs alone."""
+    for item in items:
+        if item.get_closest_marker("timed"):
+            item.add_marker(pytest.mark.long)
+
+
 @pytest.fixture(scope="session")
 def agent_python() -> str:
     """The python of an onnxruntime agent's own environment (numpy and onnxruntime, no torch)."""

@@ -39,8 +39,7 @@ def entries(path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-@pytest.mark.long  # (every conv of yolov8n timed on an agent: about 40 s)
-@pytest.mark.timed
+@pytest.mark.timed  # (long as well: every conv of yolov8n timed on an agent, about 40 s)
 def test_the_pruner_gets_every_timing_from_the_agent_and_again_needs_none(running, cache):
     a = running()
     model = base("yolov8n.yaml")
