@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from agents import Running, agent_env  # noqa: E402 - the agent as the tests run it
 
 TARGETS = ("onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "openvino:int8", "ncnn:fp32", "mnn:fp32",
-           "litert:fp32")
+           "mnn:int8", "litert:fp32")
 
 
 def start_agent(out: Path, target: str, *args: str) -> Running:

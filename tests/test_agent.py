@@ -165,19 +165,41 @@ def test_a_runtime_that_exits_costs_the_request_only():
         agent.measure_apart(Exiting("fp32", 1), [(b"onnx", [1, 3, 8, 8])], agent.Plan(), 30)
 
 
-def test_an_mnn_agent_in_its_own_environment():
-    """An MNN agent (numpy and the MNN wheel only: it converts ONNX with its own converter) answers with its identity
-    and times the models of a request."""
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_an_mnn_agent_in_its_own_environment(precision):
+    """An MNN agent (numpy and the MNN wheel only: it converts ONNX with its own converter, and quantizes with its own
+    quantizer) answers with its identity and times the models of a request."""
     python = agent_env("mnn")
     assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
-    a = Running(python, "runtime=mnn")
+    a = Running(python, "runtime=mnn", f"precision={precision}")
     try:
         status, who = request(a.url, "/identity")
-        assert status == 200 and who["runtime"] == "mnn" and who["precision"] == "fp32"
+        assert status == 200 and who["runtime"] == "mnn" and who["precision"] == precision
         status, answer = request(a.url, "/time", conv_request(2, runs=5))
         assert status == 200 and len(answer["ms"]) == 2 and all(ms > 0 for ms in answer["ms"])
     finally:
         a.stop()
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "mnn"])
+def test_int8_times_the_model_the_runtimes_quantizer_made(tmp_path, runtime):
+    """precision=int8 runs what the runtime's own quantizer made of the ONNX model: onnxruntime's static QDQ graph,
+    MNN's offline-quantized model (int8 weights)."""
+    from ultra_prune.latency.runtimes import conv_onnx
+    from ultra_prune.pruning.cost import ConvShape
+
+    pytest.importorskip({"onnxruntime": "onnxruntime", "mnn": "MNN"}[runtime])
+    onnx_path = tmp_path / "model.onnx"
+    onnx_path.write_bytes(conv_onnx(ConvShape((3, 3), (1, 1), (1, 1), (1, 1), 1, 16, 16, 1, True), 64, 128))
+    run = agent.backend_for(runtime, "int8", 1).session(onnx_path, [1, 64, 16, 16])
+    run()
+    if runtime == "onnxruntime":
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(tmp_path / "model.int8.onnx")).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    else:  # a byte per weight where the converted model has four (64 * 128 * 9 of them)
+        assert (tmp_path / "model.int8.mnn").stat().st_size < 0.4 * (tmp_path / "model.mnn").stat().st_size
 
 
 @pytest.mark.long  # (its environment downloads TensorFlow, which onnx2tf converts with; a conversion takes a second)

@@ -95,7 +95,7 @@ KEYS = {
                          example="1"),
     "latency_precision": Key("fp32", "prune_by=latency: the precision latency_runtime runs at here: 'fp32', 'fp16' "
                                      "(openvino, ncnn, mnn) or 'int8' (onnxruntime static QDQ, openvino NNCF, "
-                                     "litert integer quantization)",
+                                     "litert integer quantization, mnn offline quantization)",
                              "choice", choices=LATENCY_PRECISIONS, example="int8"),
     "latency_device": Key(None, "prune_by=latency: time on the device the model ships to, through the agent running "
                                 "there: http://host:port (http://TOKEN@host:port); its runtime and precision are the "

@@ -10,10 +10,10 @@ runs too: ``python agent.py ...``)::
 It takes ONNX models only (never code or pickles), measures each request in a child process (a runtime that crashes
 on a model or overruns the time cap costs that request only), and runs them as the runtime's own users do:
 onnxruntime's CPU session (int8: static QDQ quantization), OpenVINO's compiled model (int8: NNCF), ncnn (converted
-by pnnx), MNN (converted by its own converter), LiteRT (converted by onnx2tf). Each model gets a warm-up, then the
-median of repeated runs; the models of one request are timed interleaved (one run of each per round), so a change of
-load hits them alike. Every answer carries the agent's identity (runtime and version, precision, device, threads):
-the trainer keys its cache on it.
+by pnnx), MNN (converted by its own converter; int8: its offline quantizer), LiteRT (converted by onnx2tf). Each model
+gets a warm-up, then the median of repeated runs; the models of one request are timed interleaved (one run of each per
+round), so a change of load hits them alike. Every answer carries the agent's identity (runtime and version, precision,
+device, threads): the trainer keys its cache on it.
 
 HTTP: ``GET /identity``; ``POST /time`` with ``{"models": [{"onnx": <base64>, "shape": [n, c, h, w]}, ...],
 "interleaved": bool, "rounds", "runs", "min_s", "warmup"}`` answers ``{"identity": ..., "ms": [...]}``; errors
@@ -282,11 +282,11 @@ class NcnnBackend(Backend):
 
 
 class MnnBackend(Backend):
-    """MNN's CPU backend with ``threads`` threads (fp16: its low precision, fp16 arithmetic where the CPU has it), the
-    ONNX model converted by MNN's own converter (the wheel's ``_tools``, run as a process: a crash there costs the
-    conversion only)."""
+    """MNN's CPU backend with ``threads`` threads (fp16: its low precision, fp16 arithmetic where the CPU has it; int8:
+    the model quantized by MNN's offline quantizer, calibrated on a random input), the ONNX model converted by MNN's
+    own converter (the wheel's ``_tools``, each run as a process: a crash there costs that model only)."""
 
-    name, precisions = "mnn", ("fp32", "fp16")
+    name, precisions = "mnn", ("fp32", "fp16", "int8")
 
     def version(self) -> str:
         import MNN
@@ -297,17 +297,43 @@ class MnnBackend(Backend):
         import MNN
 
         out = onnx.with_suffix(".mnn")
-        convert = [sys.executable, "-c", "import sys, _tools; _tools.mnnconvert(sys.argv)", "mnnconvert", "-f", "ONNX",
-                   "--modelFile", str(onnx), "--MNNModel", str(out), "--bizCode", "ultra-prune"]
-        done = subprocess.run(convert, capture_output=True, text=True)
-        if done.returncode or not out.exists():
-            raise Refused(f"MNN could not convert the model: {(done.stdout + done.stderr).strip()[-300:]}")
+        self._tool("convert", "mnnconvert", "mnnconvert", "-f", "ONNX", "--modelFile", str(onnx), "--MNNModel",
+                   str(out), "--bizCode", "ultra-prune", made=out)
+        if self.precision == "int8":
+            out = self._quantized(out, shape)
         net = MNN.Interpreter(str(out))
         session = net.createSession({"backend": "CPU", "numThread": self.threads,
                                      "precision": "low" if self.precision == "fp16" else "normal"})
         source = net.getSessionInput(session)
         source.copyFrom(MNN.Tensor(list(shape), MNN.Halide_Type_Float, _zeros(shape), MNN.Tensor_DimensionType_Caffe))
         return lambda: net.runSession(session)
+
+    @staticmethod
+    def _tool(what: str, tool: str, *args: str, made: Path) -> None:
+        """One of the wheel's tools (``_tools.<tool>``) run as a process; ``Refused`` unless it wrote ``made``."""
+        done = subprocess.run([sys.executable, "-c", f"import sys, _tools; _tools.{tool}(sys.argv)", *args],
+                              capture_output=True, text=True)
+        if done.returncode or not made.exists():
+            raise Refused(f"MNN could not {what} the model: {(done.stdout + done.stderr).strip()[-300:]}")
+
+    def _quantized(self, model: Path, shape) -> Path:
+        """``model`` quantized by ``mnnquant`` (MNN's defaults: KL feature scales, MAX_ABS weights), calibrated on one
+        random input written as its sequence format: a sample folder with ``input.json`` and ``<input>.txt``."""
+        import MNN
+        import numpy as np
+
+        net = MNN.Interpreter(str(model))
+        name = next(iter(net.getSessionInputAll(net.createSession({"backend": "CPU"}))))
+        sample = model.parent / "calibration" / "0"
+        sample.mkdir(parents=True)
+        (sample / "input.json").write_text(json.dumps({"inputs": [{"name": name, "shape": list(shape)}]}))
+        np.savetxt(sample / f"{name}.txt", _calibration(shape, 1)[0].reshape(-1), fmt="%.4f")
+        config = model.parent / "quantize.json"
+        config.write_text(json.dumps({"path": str(sample.parent), "used_sample_num": 1, "input_type": "sequence",
+                                      "feature_quantize_method": "KL", "weight_quantize_method": "MAX_ABS"}))
+        out = model.with_suffix(".int8.mnn")
+        self._tool("quantize", "mnnquant", str(model), str(out), str(config), made=out)  # (its argv: no tool name)
+        return out
 
 
 SAMPLES = "calibration_image_sample_data_20x128x128x3_float32.npy"  # what onnx2tf looks for in its working folder
