@@ -202,6 +202,20 @@ def test_int8_times_the_model_the_runtimes_quantizer_made(tmp_path, runtime):
         assert (tmp_path / "model.int8.mnn").stat().st_size < 0.4 * (tmp_path / "model.mnn").stat().st_size
 
 
+def test_mnn_int8_quantizes_each_of_the_models_of_one_folder(tmp_path):
+    """In process the trainer exports whole models side by side into one folder: each gets its own calibration."""
+    from ultra_prune.latency.runtimes import conv_onnx
+    from ultra_prune.pruning.cost import ConvShape
+
+    pytest.importorskip("MNN")
+    backend = agent.backend_for("mnn", "int8", 1)
+    for i, cout in enumerate((32, 64)):
+        path = tmp_path / f"m{i}.onnx"
+        path.write_bytes(conv_onnx(ConvShape((3, 3), (1, 1), (1, 1), (1, 1), 1, 16, 16, 1, True), 16, cout))
+        backend.session(path, [1, 16, 16, 16])()
+    assert (tmp_path / "m0.int8.mnn").exists() and (tmp_path / "m1.int8.mnn").exists()
+
+
 @pytest.mark.long  # (its environment downloads TensorFlow, which onnx2tf converts with; a conversion takes a second)
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_a_litert_agent_in_its_own_environment(precision):

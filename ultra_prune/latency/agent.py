@@ -297,6 +297,7 @@ class MnnBackend(Backend):
         import MNN
 
         out = onnx.with_suffix(".mnn")
+        # (the converter reads its options after its own name; the quantizer takes its three files alone)
         self._tool("convert", "mnnconvert", "mnnconvert", "-f", "ONNX", "--modelFile", str(onnx), "--MNNModel",
                    str(out), "--bizCode", "ultra-prune", made=out)
         if self.precision == "int8":
@@ -324,15 +325,15 @@ class MnnBackend(Backend):
 
         net = MNN.Interpreter(str(model))
         name = next(iter(net.getSessionInputAll(net.createSession({"backend": "CPU"}))))
-        sample = model.parent / "calibration" / "0"
+        sample = model.with_suffix(".calibration") / "0"  # (per model: in process, a folder holds several)
         sample.mkdir(parents=True)
         (sample / "input.json").write_text(json.dumps({"inputs": [{"name": name, "shape": list(shape)}]}))
         np.savetxt(sample / f"{name}.txt", _calibration(shape, 1)[0].reshape(-1), fmt="%.4f")
-        config = model.parent / "quantize.json"
+        config = model.with_suffix(".quantize.json")
         config.write_text(json.dumps({"path": str(sample.parent), "used_sample_num": 1, "input_type": "sequence",
                                       "feature_quantize_method": "KL", "weight_quantize_method": "MAX_ABS"}))
         out = model.with_suffix(".int8.mnn")
-        self._tool("quantize", "mnnquant", str(model), str(out), str(config), made=out)  # (its argv: no tool name)
+        self._tool("quantize", "mnnquant", str(model), str(out), str(config), made=out)
         return out
 
 
